@@ -1,0 +1,1 @@
+"""FastAPI: routes by domain, one error handler, the live dashboard."""

@@ -1,0 +1,46 @@
+"""API errors carry their status code and a message a user can act on (STYLE.md §8)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, details: object | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadInput(ApiError):
+    status_code = 422
+
+
+class TooLarge(ApiError):
+    status_code = 413
+
+
+class Unavailable(ApiError):
+    status_code = 503
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        body: dict[str, object] = {"error": exc.message}
+        if exc.details is not None:
+            body["details"] = exc.details
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(x) for x in e["loc"] if x != "body"), "error": e["msg"]}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d['field'] or 'body'}: {d['error']}" for d in details)
+        return JSONResponse({"error": message, "details": details}, status_code=422)

@@ -1,0 +1,1 @@
+"""The ``dancu`` command: the composition root. Nothing imports it."""

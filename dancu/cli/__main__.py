@@ -1,0 +1,3 @@
+from dancu.cli.main import main
+
+main()

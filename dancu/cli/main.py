@@ -1,0 +1,173 @@
+"""``dancu``: run the platform, manage services, rebuild state, check IDs and QR codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dancu.infra import services as svc
+from dancu.infra.settings import Settings, load_settings
+
+app = typer.Typer(help="dancu: real-time epidemic risk tracing on a population registry.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+services_app = typer.Typer(help="Start, stop and inspect the embedded Kafka and Redis.",
+                           no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(topics_app, name="topics")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except Exception as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _print_status(rows: list[svc.ServiceStatus]) -> None:
+    table = Table("service", "state", "endpoint", "pid")
+    for r in rows:
+        table.add_row(r.name, r.state, r.endpoint, str(r.pid or ""))
+    out.print(table)
+
+
+def _start_services(settings: Settings) -> None:
+    try:
+        with err.status("starting Kafka and Redis …"):
+            rows = svc.start_all(settings)
+    except svc.ServiceError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status(rows)
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Obtain (Maven jars, apt package) and start Kafka and Redis; idempotent."""
+    _start_services(_settings())
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the embedded services started by `dancu services start`."""
+    _print_status(svc.stop_all(_settings()))
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show each service's state and endpoint."""
+    _print_status(svc.status_all(_settings()))
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the topics (scans, f0-reports, exposures, dead-letters) if missing."""
+    from dancu.infra.kafka_io import create_topics
+
+    names = asyncio.run(create_topics(_settings()))
+    out.print("topics: " + ", ".join(names))
+
+
+@app.command()
+def up(
+    duration: Annotated[float | None, typer.Option(help="Run this many seconds, then stop "
+                                                   "and print a summary.")] = None,
+    simulate: Annotated[bool, typer.Option(help="Run the built-in city traffic "
+                                           "simulator.")] = True,
+    rate: Annotated[float, typer.Option(help="Simulated scans per second.")] = 200.0,
+    role: Annotated[str, typer.Option(help="all | worker | api (scaled deployments).")] = "all",
+    services: Annotated[bool, typer.Option(help="Start the embedded services "
+                                           "first.")] = True,
+) -> None:
+    """Run the platform: Faust worker + API + ClickHouse sink (+ traffic simulator)."""
+    from dancu.cli.runtime import RunOptions, serve
+    from dancu.infra.kafka_io import create_topics
+
+    if role not in ("all", "worker", "api"):
+        err.print(f"[red]error:[/red] --role must be all, worker or api, got {role!r}")
+        raise typer.Exit(2)
+    settings = _settings()
+    if services:
+        _start_services(settings)
+    asyncio.run(create_topics(settings))
+    err.print(f"[bold green]dancu is up[/bold green]: dashboard and API at "
+              f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)")
+    summary = serve(settings, RunOptions(role=role, simulate=simulate and role == "all",
+                                         rate=rate, duration=duration))
+    if duration:
+        result = {"scans_produced": summary.produced, "scans_processed": summary.processed,
+                  "consumer_lag_at_exit": summary.lag, "seconds": round(summary.seconds, 1)}
+        out.print_json(json.dumps(result))
+        if summary.lag != 0 or (simulate and summary.processed < summary.produced):
+            err.print("[yellow]warning: not every produced scan was processed before exit"
+                      "[/yellow]")
+            raise typer.Exit(1)
+
+
+@app.command()
+def rebuild() -> None:
+    """Restore Redis's visit indexes from ClickHouse (through the running API if up)."""
+    settings = _settings()
+    try:
+        r = httpx.post(f"{settings.api_url}/v1/admin/rebuild", timeout=600)
+        r.raise_for_status()
+        out.print_json(r.text)
+        return
+    except httpx.ConnectError:
+        pass  # nobody owns the store: open it here
+    from dancu.infra.clickhouse import ClickHouse
+    from dancu.infra.rebuild import rebuild_visit_index
+    from dancu.infra.redis_store import VisitIndex, make_redis
+
+    async def run() -> int:
+        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+        await asyncio.to_thread(ch.migrate)
+        redis = make_redis(settings.redis_url)
+        window = timedelta(days=settings.visit_window_days)
+        try:
+            index = VisitIndex(redis, settings.redis_prefix, window)
+            with err.status("rebuilding visit indexes …") as status:
+                return await rebuild_visit_index(
+                    ch, index, window, lambda n: status.update(f"restored {n:,} visits"))
+        finally:
+            await redis.aclose()
+            ch.close()
+
+    out.print_json(json.dumps({"visits_restored": asyncio.run(run())}))
+
+
+@app.command()
+def stats() -> None:
+    """Print live stats (from the running API, or the stores directly when it is down)."""
+    settings = _settings()
+    try:
+        r = httpx.get(f"{settings.api_url}/v1/stats/live", timeout=30)
+        out.print_json(r.text)
+        return
+    except httpx.ConnectError:
+        pass
+    from dancu.infra.clickhouse import ClickHouse
+
+    ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+    ch.migrate()
+    distinct, rows = ch.visit_totals()
+    out.print_json(json.dumps({"visits_total": distinct, "visit_rows": rows,
+                               "visits_by_district": ch.visits_by_district()}))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

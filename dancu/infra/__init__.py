@@ -1,0 +1,1 @@
+"""Adapters: settings, Kafka/Redis/ClickHouse clients, service launchers, migrations."""

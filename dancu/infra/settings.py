@@ -1,0 +1,101 @@
+"""The one Settings object, read once from the environment and passed in (STYLE.md §4).
+
+Embedded defaults run everything on this machine; ``KAFKA_BOOTSTRAP``, ``REDIS_URL`` and
+``CLICKHOUSE_URL`` switch to external services with no code change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DEV_SECRET = "dancu-development-secret-do-not-use"
+
+
+class KafkaSettings(BaseSettings):
+    """``KAFKA_BOOTSTRAP`` set means an external cluster; unset means the embedded broker."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True)
+    bootstrap: str | None = None
+    port: int = 19092
+    controller_port: int = 19093
+    partitions: int = 4
+    heap: str = "768m"
+
+
+class RedisSettings(BaseSettings):
+    """``REDIS_URL`` set means an external server; unset means the embedded one."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_", frozen=True)
+    url: str | None = None
+    port: int = 16379
+
+
+class ClickHouseSettings(BaseSettings):
+    """``CLICKHOUSE_URL`` = ``http://host:8123`` for a server; unset means chDB in process."""
+
+    model_config = SettingsConfigDict(env_prefix="CLICKHOUSE_", frozen=True)
+    url: str | None = None
+    database: str = "dancu"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DANCU_", frozen=True)
+
+    env: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path(".dancu")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8765
+    # Isolation knobs: tests and parallel deployments get their own topics/keys/group.
+    topic_prefix: str = ""
+    redis_prefix: str = "dancu:"
+    app_id: str = "dancu"
+    pseudonym_secret: SecretStr = SecretStr(_DEV_SECRET)
+    dwell_minutes: int = 30
+    visit_window_days: int = 21
+    batch_size: int = 5000
+    batch_seconds: float = 0.2
+    log_level: str = "WARNING"
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.env == "production" and self.pseudonym_secret.get_secret_value() == _DEV_SECRET:
+            raise ValueError("DANCU_PSEUDONYM_SECRET must be set in production")
+        return self
+
+    # Resolved endpoints -------------------------------------------------------------
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap or f"127.0.0.1:{self.kafka.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url or f"redis://127.0.0.1:{self.redis.port}/0"
+
+    @property
+    def clickhouse_url(self) -> str:
+        return self.clickhouse.url or f"chdb://{self.data_dir.resolve() / 'clickhouse'}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def topic(self, name: str) -> str:
+        """The real topic name for a logical one (``scans`` → ``<prefix>scans``)."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, once, at the composition root."""
+    return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates the overrides

@@ -1,0 +1,81 @@
+"""The Faust app: topics and the thin ``record_scans`` agent.
+
+Batches come from ``stream.take_events`` (acked only after the body finishes), so a
+crash replays at most the unfinished batch, which the recorder treats idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from collections.abc import Sequence
+
+import faust
+
+from dancu.infra import topics
+from dancu.infra.clients import ClickHouseVisitSink, Clients
+from dancu.infra.settings import Settings
+from dancu.streams.scans import RawRecord, ScanRecorder
+from dancu.tracing.events import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+class FaustDeadLetters:
+    """The dead-letter port on a Faust topic."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        futures = [await self.topic.send(value=d.model_dump_json().encode()) for d in letters]
+        for f in futures:
+            await f
+        log.warning("%d record(s) sent to the dead-letter topic", len(letters))
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+def make_app(settings: Settings, clients: Clients) -> faust.App:
+    """Build the Faust app and its agents over already-built clients."""
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap),
+        web_enabled=False,
+        autodiscover=False,
+        store="memory://",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_size,
+        stream_buffer_maxsize=max(4 * settings.batch_size, 8192),
+        consumer_max_fetch_size=8 << 20,
+        producer_max_request_size=8 << 20,
+        logging_config={"version": 1, "disable_existing_loggers": False},
+        loghandlers=[],
+    )
+    scans_topic = app.topic(settings.topic(topics.SCANS), value_serializer="raw",
+                            key_serializer="raw")
+    dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
+    recorder = ScanRecorder(
+        index=clients.index,
+        sink=ClickHouseVisitSink(clients.clickhouse),
+        places=clients.checkpoints,
+        dead_letters=FaustDeadLetters(dead_topic),
+        pseudonymize=clients.pseudonymize,
+        topic=scans_topic.get_topic_name(),
+        dwell=timedelta(minutes=settings.dwell_minutes),
+    )
+
+    @app.agent(scans_topic, name="record_scans")
+    async def record_scans(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size,
+                                               within=settings.batch_seconds):
+            batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            await recorder.record(batch)
+
+    return app
