@@ -51,7 +51,8 @@ class VisitIndex:
         """Index visits and mark their scans seen; idempotent (members carry the scan id)."""
         now = int(time.time())
         n = 0
-        async with self.r.pipeline(transaction=False) as pipe:
+        # MULTI/EXEC: a crash never leaves scans marked seen without being counted.
+        async with self.r.pipeline(transaction=True) as pipe:
             for v in visits:
                 t_in = v.t_in.timestamp()
                 t_out = int(v.t_out.timestamp())

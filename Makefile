@@ -1,0 +1,54 @@
+# dancu — the one task runner. `make up` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup services up test test-unit lint bench stop status clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "error: a JDK (java) is required for Kafka"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: Maven (mvn) is required to fetch Kafka"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create the virtualenv and install dancu with its dev tools
+
+services: setup ## Obtain and start Kafka (Maven jars) and Redis (Debian package)
+	$(BIN)/dancu services start
+
+up: setup ## Run the platform with simulated traffic (ARGS="--duration 60" to stop after 60 s)
+	$(BIN)/dancu up $(ARGS)
+
+test: services ## Set up everything and run the whole test suite
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: setup ## Unit and functional tests only (no services)
+	$(BIN)/pytest -q tests/unit tests/functional
+
+lint: setup ## ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check dancu tests bench
+	$(BIN)/ruff check dancu tests bench
+	$(BIN)/mypy
+
+bench: services ## Benchmarks: each prints its figure and its ratio to a raw baseline
+	$(BIN)/python bench/ingest.py $(ARGS)
+
+status: setup ## Show the embedded services
+	$(BIN)/dancu services status
+
+stop: setup ## Stop the embedded services
+	$(BIN)/dancu services stop
+
+clean: ## Stop services and remove data, logs and the virtualenv
+	-$(BIN)/dancu services stop
+	rm -rf .dancu $(VENV)

@@ -1,0 +1,33 @@
+import pytest
+
+from dancu.infra.settings import Settings
+
+
+def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KAFKA_BOOTSTRAP", "REDIS_URL", "CLICKHOUSE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.redis_url.startswith("redis://127.0.0.1:16379")
+    assert s.embedded_clickhouse and s.clickhouse_url.startswith("chdb:///")
+
+
+def test_external_services_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/1")
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://ch:8123")
+    s = Settings()
+    assert s.kafka_bootstrap == "k1:9092,k2:9092"
+    assert s.redis_url == "redis://r:6379/1"
+    assert not s.embedded_clickhouse
+
+
+def test_production_refuses_the_development_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DANCU_ENV", "production")
+    monkeypatch.delenv("DANCU_PSEUDONYM_SECRET", raising=False)
+    with pytest.raises(ValueError, match="DANCU_PSEUDONYM_SECRET"):
+        Settings()
+
+
+def test_topic_prefix() -> None:
+    assert Settings(topic_prefix="t1-").topic("scans") == "t1-scans"
