@@ -41,7 +41,7 @@ lint: setup ## ruff format --check, ruff check, mypy
 	$(BIN)/mypy
 
 bench: services ## Benchmarks: each prints its figure and its ratio to a raw baseline
-	$(BIN)/python bench/ingest.py $(ARGS)
+	PYTHONPATH=. $(BIN)/python bench/ingest.py $(ARGS)
 
 status: setup ## Show the embedded services
 	$(BIN)/dancu services status

@@ -3,7 +3,7 @@
 Keys (all under ``Settings.redis_prefix``):
 - ``v:p:<person_key>`` sorted set, score t_in, member ``scan_id|checkpoint_id|t_out``
 - ``v:c:<checkpoint_id>`` sorted set, score t_in, member ``scan_id|person_key|t_out``
-- ``seen:<scan_id>`` a scan already recorded (dedup), expiring with the tracing window
+- ``seen:<bucket>`` sorted sets of recorded scan ids (dedup), trimmed to the tracing window
 - ``stats:processed`` and ``stats:sec:<epoch>`` counters for the live dashboard
 - ``cp:<checkpoint_id>`` hash: district, ward, type, capacity
 """
@@ -11,12 +11,17 @@ Keys (all under ``Settings.redis_prefix``):
 from __future__ import annotations
 
 import time
+import zlib
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from redis.asyncio import Redis
 
 from dancu.tracing.visits import Visit
+
+# Dedup marks live in sorted sets (score = t_in) sharded by crc32(scan_id).
+SEEN_BUCKETS = 64
 
 
 def make_redis(url: str) -> Redis:
@@ -37,41 +42,68 @@ class VisitIndex:
     def _checkpoint(self, cp: str) -> str:
         return f"{self.p}v:c:{cp}"
 
+    def _seen_bucket(self, scan_id: str) -> str:
+        return f"{self.p}seen:{zlib.crc32(scan_id.encode()) % SEEN_BUCKETS}"
+
     async def unseen(self, scan_ids: Sequence[str]) -> list[bool]:
-        """For each scan id: True when it has not been recorded yet."""
+        """For each scan id: True when it has not been recorded yet (one ZMSCORE a bucket)."""
         if not scan_ids:
             return []
+        by_bucket: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(scan_ids):
+            by_bucket[self._seen_bucket(s)].append(i)
         async with self.r.pipeline(transaction=False) as pipe:
-            for s in scan_ids:
-                pipe.exists(f"{self.p}seen:{s}")
-            results = await pipe.execute()
-        return [not r for r in results]
+            for bucket, idx in by_bucket.items():
+                pipe.zmscore(bucket, [scan_ids[i] for i in idx])
+            found = await pipe.execute()
+        fresh = [True] * len(scan_ids)
+        for idx, scores in zip(by_bucket.values(), found, strict=True):
+            for i, score in zip(idx, scores, strict=True):
+                fresh[i] = score is None
+        return fresh
 
     async def add(self, visits: Iterable[Visit], *, count: bool = True) -> int:
-        """Index visits and mark their scans seen; idempotent (members carry the scan id)."""
+        """Index visits and mark their scans seen; idempotent (members carry the scan id).
+
+        Commands are grouped per key (a batch has few checkpoints and seen buckets), so a
+        batch costs about two commands per distinct person.
+        """
         now = int(time.time())
-        n = 0
+        people: dict[str, dict[str, float]] = defaultdict(dict)
+        places: dict[str, dict[str, float]] = defaultdict(dict)
+        seen: dict[str, dict[str, float]] = defaultdict(dict)
+        for v in visits:
+            t_in = v.t_in.timestamp()
+            t_out = int(v.t_out.timestamp())
+            people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
+            places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = (
+                t_in)
+            seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
+        n = sum(len(m) for m in seen.values())
+        if not n:
+            return 0
         # MULTI/EXEC: a crash never leaves scans marked seen without being counted.
         async with self.r.pipeline(transaction=True) as pipe:
-            for v in visits:
-                t_in = v.t_in.timestamp()
-                t_out = int(v.t_out.timestamp())
-                pkey = self._person(v.person_key)
-                ckey = self._checkpoint(v.checkpoint_id)
-                pipe.zadd(pkey, {f"{v.scan_id}|{v.checkpoint_id}|{t_out}": t_in})
-                pipe.zadd(ckey, {f"{v.scan_id}|{v.person_key}|{t_out}": t_in})
-                pipe.expire(pkey, self.window_s)
-                pipe.expire(ckey, self.window_s)
-                pipe.set(f"{self.p}seen:{v.scan_id}", 1, ex=self.window_s)
-                n += 1
-            if n and count:
+            for group in (people, places):
+                for key, members in group.items():
+                    pipe.zadd(key, members)
+                    pipe.expire(key, self.window_s)
+            for key, members in seen.items():
+                pipe.zadd(key, members)
+            if count:
                 pipe.incrby(f"{self.p}stats:processed", n)
                 sec = f"{self.p}stats:sec:{now}"
                 pipe.incrby(sec, n)
                 pipe.expire(sec, 120)
-            if n:
-                await pipe.execute()
+            await pipe.execute()
         return n
+
+    async def forget_before(self, cutoff: float) -> None:
+        """Drop dedup marks older than the tracing window (called periodically)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for b in range(SEEN_BUCKETS):
+                pipe.zremrangebyscore(f"{self.p}seen:{b}", "-inf", cutoff)
+            await pipe.execute()
 
     async def processed(self) -> int:
         return int(await self.r.get(f"{self.p}stats:processed") or 0)

@@ -7,7 +7,7 @@ crash replays at most the unfinished batch, which the recorder treats idempotent
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from collections.abc import Sequence
 
 import faust
@@ -77,5 +77,11 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
                                                within=settings.batch_seconds):
             batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
             await recorder.record(batch)
+
+    @app.timer(interval=3600.0)
+    async def forget_old_scans() -> None:
+        """Trim dedup marks older than the tracing window (late scans older are refused)."""
+        window = timedelta(days=settings.visit_window_days)
+        await clients.index.forget_before((datetime.now(UTC) - window).timestamp())
 
     return app

@@ -1,0 +1,125 @@
+"""Ingest benchmark: N scans produced to Kafka, processed end to end by the Faust worker
+(record_scans → Redis indexes + ClickHouse), against a raw aiokafka consume loop over the
+same topic in the same run.
+
+    python bench/ingest.py [--scans 200000] [--batch 100]
+
+--batch is the number of scans per Kafka record (a device batch, as POST /v1/scans
+produces it); --batch 1 measures one scan per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import uvloop
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from dancu.infra import services
+from dancu.infra.clients import Clients
+from dancu.infra.kafka_io import create_topics, make_producer
+from dancu.infra.settings import Settings
+from dancu.streams.app import make_app
+from tests.integration.helpers import make_scans
+
+
+async def produce(settings: Settings, scans: list[dict[str, object]], batch: int) -> float:
+    producer = make_producer(settings, linger_ms=20)
+    await producer.start()
+    topic = settings.topic("scans")
+    t0 = time.perf_counter()
+    futures = []
+    for i in range(0, len(scans), batch):
+        chunk = scans[i:i + batch]
+        value = orjson.dumps(chunk if batch > 1 else chunk[0])
+        futures.append(await producer.send(topic, value, key=str(chunk[0]["checkpoint_id"])
+                                           .encode()))
+    await asyncio.gather(*futures)
+    await producer.stop()
+    return time.perf_counter() - t0
+
+
+async def raw_consume(settings: Settings, records: int) -> float:
+    """The baseline: a bare aiokafka loop reading every record of the topic once."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
+                                fetch_max_bytes=32 << 20)
+    await consumer.start()
+    topic = settings.topic("scans")
+    parts = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - warm metadata
+    tps = [TopicPartition(topic, p) for p in parts.partitions_for_topic(topic) or ()]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    n, t0 = 0, time.perf_counter()
+    while n < records:
+        got = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        for msgs in got.values():
+            for m in msgs:
+                orjson.loads(m.value)  # the least any consumer does to see its scans
+            n += len(msgs)
+    elapsed = time.perf_counter() - t0
+    await consumer.stop()
+    return elapsed
+
+
+async def end_to_end(settings: Settings, n: int) -> float:
+    clients = await Clients.open(settings)
+    app = make_app(settings, clients)
+    await app.start()
+    t0 = None
+    try:
+        while True:
+            done = await clients.index.processed()
+            if t0 is None and done:
+                t0 = time.perf_counter()
+            if done >= n:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+        totals = await asyncio.to_thread(clients.clickhouse.visit_totals)
+        assert totals[0] == n, f"ClickHouse holds {totals[0]} distinct visits, expected {n}"
+    finally:
+        await app.stop()
+        await clients.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scans", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    tag = uuid.uuid4().hex[:8]
+    base = Settings()
+    services.start_all(base)
+    data = Path(tempfile.mkdtemp(prefix="dancu-bench-"))
+    settings = Settings(data_dir=data, topic_prefix=f"bench{tag}-", redis_prefix=f"bench{tag}:",
+                        app_id=f"bench-{tag}", kafka=base.kafka, redis=base.redis)
+    scans = make_scans(args.scans, seed=3, checkpoints=500)
+    records = (args.scans + args.batch - 1) // args.batch
+
+    async def run() -> None:
+        await create_topics(settings)
+        p = await produce(settings, scans, args.batch)
+        print(f"produced  {args.scans:,} scans in {records:,} records: {args.scans / p:,.0f} "
+              "scans/s")
+        raw = await raw_consume(settings, records)
+        e2e = await end_to_end(settings, args.scans)
+        raw_rate, e2e_rate = args.scans / raw, args.scans / e2e
+        print(f"raw aiokafka consume loop: {raw_rate:,.0f} scans/s ({records / raw:,.0f} "
+              "records/s)")
+        print(f"end to end (Faust → Redis + ClickHouse): {e2e_rate:,.0f} scans/s "
+              f"({args.scans:,} scans in {e2e:.2f} s)")
+        print(f"ratio end-to-end / raw: {e2e_rate / raw_rate:.3f}")
+
+    uvloop.run(run())
+
+
+if __name__ == "__main__":
+    main()
