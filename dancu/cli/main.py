@@ -20,8 +20,12 @@ app = typer.Typer(help="dancu: real-time epidemic risk tracing on a population r
 services_app = typer.Typer(help="Start, stop and inspect the embedded Kafka and Redis.",
                            no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+id_app = typer.Typer(help="Personal ID numbers (số định danh cá nhân).", no_args_is_help=True)
+qr_app = typer.Typer(help="CCCD chip-card QR payloads.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
+app.add_typer(id_app, name="id")
+app.add_typer(qr_app, name="qr")
 out = Console()
 err = Console(stderr=True)
 
@@ -163,6 +167,44 @@ def stats() -> None:
     distinct, rows = ch.visit_totals()
     out.print_json(json.dumps({"visits_total": distinct, "visit_rows": rows,
                                "visits_by_district": ch.visits_by_district()}))
+
+
+@id_app.command("check")
+def id_check(
+    number: str,
+    dob: Annotated[str | None, typer.Option(help="Birth date YYYY-MM-DD.")] = None,
+    gender: Annotated[str | None, typer.Option(help="Nam or Nữ.")] = None,
+) -> None:
+    """Validate a 12-digit ID (and its consistency with --dob/--gender); JSON out."""
+    from datetime import date
+
+    from dancu.registry.ids import check_id
+
+    birth = None
+    if dob is not None:
+        try:
+            birth = date.fromisoformat(dob)
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] --dob must be YYYY-MM-DD, got {dob!r}")
+            raise typer.Exit(2) from exc
+    result = check_id(number.strip(), dob=birth, gender=gender)
+    print(json.dumps(result.as_dict(), ensure_ascii=False))
+    if not result.valid:
+        raise typer.Exit(1)
+
+
+@qr_app.command("parse")
+def qr_parse(text: str) -> None:
+    """Parse a CCCD QR text into JSON; exits non-zero naming every problem."""
+    from dancu.registry.cccd import parse_cccd
+    from dancu.registry.errors import InvalidQrPayload
+
+    try:
+        card = parse_cccd(text)
+    except InvalidQrPayload as exc:
+        print(json.dumps({"valid": False, "errors": exc.errors}, ensure_ascii=False))
+        raise typer.Exit(1) from exc
+    print(json.dumps(card.as_dict(), ensure_ascii=False))
 
 
 def main() -> None:
