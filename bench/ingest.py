@@ -36,10 +36,11 @@ async def produce(settings: Settings, scans: list[dict[str, object]], batch: int
     t0 = time.perf_counter()
     futures = []
     for i in range(0, len(scans), batch):
-        chunk = scans[i:i + batch]
+        chunk = scans[i : i + batch]
         value = orjson.dumps(chunk if batch > 1 else chunk[0])
-        futures.append(await producer.send(topic, value, key=str(chunk[0]["checkpoint_id"])
-                                           .encode()))
+        futures.append(
+            await producer.send(topic, value, key=str(chunk[0]["checkpoint_id"]).encode())
+        )
     await asyncio.gather(*futures)
     await producer.stop()
     return time.perf_counter() - t0
@@ -47,12 +48,16 @@ async def produce(settings: Settings, scans: list[dict[str, object]], batch: int
 
 async def raw_consume(settings: Settings, records: int) -> float:
     """The baseline: a bare aiokafka loop reading every record of the topic once."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
-                                fetch_max_bytes=32 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=32 << 20,
+    )
     await consumer.start()
     topic = settings.topic("scans")
-    parts = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - warm metadata
+    parts = await consumer._client.fetch_all_metadata()
     tps = [TopicPartition(topic, p) for p in parts.partitions_for_topic(topic) or ()]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
@@ -99,23 +104,33 @@ def main() -> None:
     base = Settings()
     services.start_all(base)
     data = Path(tempfile.mkdtemp(prefix="dancu-bench-"))
-    settings = Settings(data_dir=data, topic_prefix=f"bench{tag}-", redis_prefix=f"bench{tag}:",
-                        app_id=f"bench-{tag}", kafka=base.kafka, redis=base.redis)
+    settings = Settings(
+        data_dir=data,
+        topic_prefix=f"bench{tag}-",
+        redis_prefix=f"bench{tag}:",
+        app_id=f"bench-{tag}",
+        kafka=base.kafka,
+        redis=base.redis,
+    )
     scans = make_scans(args.scans, seed=3, checkpoints=500)
     records = (args.scans + args.batch - 1) // args.batch
 
     async def run() -> None:
         await create_topics(settings)
         p = await produce(settings, scans, args.batch)
-        print(f"produced  {args.scans:,} scans in {records:,} records: {args.scans / p:,.0f} "
-              "scans/s")
+        print(
+            f"produced  {args.scans:,} scans in {records:,} records: {args.scans / p:,.0f} scans/s"
+        )
         raw = await raw_consume(settings, records)
         e2e = await end_to_end(settings, args.scans)
         raw_rate, e2e_rate = args.scans / raw, args.scans / e2e
-        print(f"raw aiokafka consume loop: {raw_rate:,.0f} scans/s ({records / raw:,.0f} "
-              "records/s)")
-        print(f"end to end (Faust → Redis + ClickHouse): {e2e_rate:,.0f} scans/s "
-              f"({args.scans:,} scans in {e2e:.2f} s)")
+        print(
+            f"raw aiokafka consume loop: {raw_rate:,.0f} scans/s ({records / raw:,.0f} records/s)"
+        )
+        print(
+            f"end to end (Faust → Redis + ClickHouse): {e2e_rate:,.0f} scans/s "
+            f"({args.scans:,} scans in {e2e:.2f} s)"
+        )
         print(f"ratio end-to-end / raw: {e2e_rate / raw_rate:.3f}")
 
     uvloop.run(run())

@@ -15,10 +15,14 @@ from rich.table import Table
 from dancu.infra import services as svc
 from dancu.infra.settings import Settings, load_settings
 
-app = typer.Typer(help="dancu: real-time epidemic risk tracing on a population registry.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-services_app = typer.Typer(help="Start, stop and inspect the embedded Kafka and Redis.",
-                           no_args_is_help=True)
+app = typer.Typer(
+    help="dancu: real-time epidemic risk tracing on a population registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(
+    help="Start, stop and inspect the embedded Kafka and Redis.", no_args_is_help=True
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 id_app = typer.Typer(help="Personal ID numbers (số định danh cá nhân).", no_args_is_help=True)
 qr_app = typer.Typer(help="CCCD chip-card QR payloads.", no_args_is_help=True)
@@ -84,14 +88,13 @@ def topics_create() -> None:
 
 @app.command()
 def up(
-    duration: Annotated[float | None, typer.Option(help="Run this many seconds, then stop "
-                                                   "and print a summary.")] = None,
-    simulate: Annotated[bool, typer.Option(help="Run the built-in city traffic "
-                                           "simulator.")] = True,
+    duration: Annotated[
+        float | None, typer.Option(help="Run this many seconds, then stop and print a summary.")
+    ] = None,
+    simulate: Annotated[bool, typer.Option(help="Run the built-in city traffic simulator.")] = True,
     rate: Annotated[float, typer.Option(help="Simulated scans per second.")] = 200.0,
     role: Annotated[str, typer.Option(help="all | worker | api (scaled deployments).")] = "all",
-    services: Annotated[bool, typer.Option(help="Start the embedded services "
-                                           "first.")] = True,
+    services: Annotated[bool, typer.Option(help="Start the embedded services first.")] = True,
 ) -> None:
     """Run the platform: Faust worker + API + ClickHouse sink (+ traffic simulator)."""
     from dancu.cli.runtime import RunOptions, serve
@@ -104,17 +107,24 @@ def up(
     if services:
         _start_services(settings)
     asyncio.run(create_topics(settings))
-    err.print(f"[bold green]dancu is up[/bold green]: dashboard and API at "
-              f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)")
-    summary = serve(settings, RunOptions(role=role, simulate=simulate and role == "all",
-                                         rate=rate, duration=duration))
+    err.print(
+        f"[bold green]dancu is up[/bold green]: dashboard and API at "
+        f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)"
+    )
+    summary = serve(
+        settings,
+        RunOptions(role=role, simulate=simulate and role == "all", rate=rate, duration=duration),
+    )
     if duration:
-        result = {"scans_produced": summary.produced, "scans_processed": summary.processed,
-                  "consumer_lag_at_exit": summary.lag, "seconds": round(summary.seconds, 1)}
+        result = {
+            "scans_produced": summary.produced,
+            "scans_processed": summary.processed,
+            "consumer_lag_at_exit": summary.lag,
+            "seconds": round(summary.seconds, 1),
+        }
         out.print_json(json.dumps(result))
         if summary.lag != 0 or (simulate and summary.processed < summary.produced):
-            err.print("[yellow]warning: not every produced scan was processed before exit"
-                      "[/yellow]")
+            err.print("[yellow]warning: not every produced scan was processed before exit[/yellow]")
             raise typer.Exit(1)
 
 
@@ -142,7 +152,8 @@ def rebuild() -> None:
             index = VisitIndex(redis, settings.redis_prefix, window)
             with err.status("rebuilding visit indexes …") as status:
                 return await rebuild_visit_index(
-                    ch, index, window, lambda n: status.update(f"restored {n:,} visits"))
+                    ch, index, window, lambda n: status.update(f"restored {n:,} visits")
+                )
         finally:
             await redis.aclose()
             ch.close()
@@ -165,8 +176,15 @@ def stats() -> None:
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
     ch.migrate()
     distinct, rows = ch.visit_totals()
-    out.print_json(json.dumps({"visits_total": distinct, "visit_rows": rows,
-                               "visits_by_district": ch.visits_by_district()}))
+    out.print_json(
+        json.dumps(
+            {
+                "visits_total": distinct,
+                "visit_rows": rows,
+                "visits_by_district": ch.visits_by_district(),
+            }
+        )
+    )
 
 
 @id_app.command("check")

@@ -55,8 +55,9 @@ def faust_worker(settings: Settings) -> Extra:
     return run
 
 
-def simulator_and_timer(settings: Settings, options: RunOptions, on_done: Callable[[], None],
-                        summary: RunSummary) -> Extra:
+def simulator_and_timer(
+    settings: Settings, options: RunOptions, on_done: Callable[[], None], summary: RunSummary
+) -> Extra:
     @asynccontextmanager
     async def run(_: FastAPI, clients: Clients) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -124,9 +125,16 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     if options.role == "all":
         extras.append(simulator_and_timer(settings, options, stop_server, summary))
     app = create_app(settings, extras=extras)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port,
-        log_level=settings.log_level.lower(), lifespan="on", loop="uvloop"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+            loop="uvloop",
+        )
+    )
     servers.append(server)
     server.run()
     if not server.started:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from dataclasses import dataclass
@@ -38,16 +39,29 @@ def make_checkpoints(rng: random.Random, n: int) -> list[dict[str, object]]:
     for i in range(n):
         d = rng.choice(districts)
         kind = rng.choice(TYPES)
-        out.append({"checkpoint_id": f"HN{d.code}-{kind}-{i:05d}", "name": f"{kind} {i}",
-                    "type": kind, "district": d.name, "capacity": rng.randint(10, 500)})
+        out.append(
+            {
+                "checkpoint_id": f"HN{d.code}-{kind}-{i:05d}",
+                "name": f"{kind} {i}",
+                "type": kind,
+                "district": d.name,
+                "capacity": rng.randint(10, 500),
+            }
+        )
     return out
 
 
 class TrafficSimulator:
     """Posts device batches at roughly ``rate`` scans/s until ``stop`` is set."""
 
-    def __init__(self, api_url: str, rate: float = 200.0, seed: int = 7,
-                 people: int = 20_000, checkpoints: int = 300) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        rate: float = 200.0,
+        seed: int = 7,
+        people: int = 20_000,
+        checkpoints: int = 300,
+    ) -> None:
         self.api_url = api_url
         self.rate = rate
         self.rng = random.Random(seed)
@@ -70,18 +84,18 @@ class TrafficSimulator:
                     cp = self.rng.choice(self.checkpoints)["checkpoint_id"]
                     for _ in range(n // devices + (1 if d < n % devices else 0)):
                         ts = now - timedelta(seconds=self.rng.uniform(0, 30))
-                        batches[d].append({
-                            "scan_id": uuid.uuid4().hex,
-                            "person_id": self.rng.choice(self.people),
-                            "checkpoint_id": cp,
-                            "ts": ts.isoformat(),
-                            "source": self.rng.choice(("gate", "self")),
-                        })
+                        batches[d].append(
+                            {
+                                "scan_id": uuid.uuid4().hex,
+                                "person_id": self.rng.choice(self.people),
+                                "checkpoint_id": cp,
+                                "ts": ts.isoformat(),
+                                "source": self.rng.choice(("gate", "self")),
+                            }
+                        )
                 await asyncio.gather(*(self._post(http, b) for b in batches if b))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), tick)
-                except TimeoutError:
-                    pass
         return self.stats
 
     async def _post(self, http: httpx.AsyncClient, batch: list[dict[str, object]]) -> None:

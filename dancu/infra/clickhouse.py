@@ -23,8 +23,17 @@ from dancu.tracing.visits import Visit
 T = TypeVar("T")
 _VERSION = re.compile(r"^(\d{4})_.*\.sql$")
 
-VISIT_COLUMNS = ["scan_id", "person_key", "checkpoint_id", "district", "ward", "t_in",
-                 "t_out", "source", "recorded_at"]
+VISIT_COLUMNS = [
+    "scan_id",
+    "person_key",
+    "checkpoint_id",
+    "district",
+    "ward",
+    "t_in",
+    "t_out",
+    "source",
+    "recorded_at",
+]
 
 
 def connect(url: str) -> Client:
@@ -72,19 +81,25 @@ class ClickHouse:
                 "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
                 "ENGINE = MergeTree ORDER BY version"
             )
-            done = {r[0] for r in c.query(
-                f"SELECT version FROM {self.db}.schema_migrations").result_rows}
+            done = {
+                r[0]
+                for r in c.query(f"SELECT version FROM {self.db}.schema_migrations").result_rows
+            }
             applied = []
             for version, name, sql in migrations():
                 if version in done:
                     continue
                 for statement in filter(None, (s.strip() for s in sql.split(";"))):
-                    if not all(line.lstrip().startswith("--") or not line.strip()
-                               for line in statement.splitlines()):
+                    if not all(
+                        line.lstrip().startswith("--") or not line.strip()
+                        for line in statement.splitlines()
+                    ):
                         c.command(statement.replace("{db}", self.db))
-                c.insert(f"{self.db}.schema_migrations",
-                         [[version, name, datetime.now(UTC)]],
-                         column_names=["version", "name", "applied_at"])
+                c.insert(
+                    f"{self.db}.schema_migrations",
+                    [[version, name, datetime.now(UTC)]],
+                    column_names=["version", "name", "applied_at"],
+                )
                 applied.append(version)
             return applied
 
@@ -99,34 +114,60 @@ class ClickHouse:
         cols: list[list[Any]] = [[] for _ in VISIT_COLUMNS]
         for v in visits:
             place = places.get(v.checkpoint_id) or {}
-            row = (v.scan_id, v.person_key, v.checkpoint_id, place.get("district", "unknown"),
-                   place.get("ward", ""), v.t_in, v.t_out, v.source, now)
+            row = (
+                v.scan_id,
+                v.person_key,
+                v.checkpoint_id,
+                place.get("district", "unknown"),
+                place.get("ward", ""),
+                v.t_in,
+                v.t_out,
+                v.source,
+                now,
+            )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
-        self.call(lambda c: c.insert(f"{self.db}.visits", cols, column_names=VISIT_COLUMNS,
-                                     column_oriented=True))
+        self.call(
+            lambda c: c.insert(
+                f"{self.db}.visits", cols, column_names=VISIT_COLUMNS, column_oriented=True
+            )
+        )
 
     def visit_totals(self) -> tuple[int, int]:
         """(distinct scans, raw rows) in the visits table."""
-        row = self.call(lambda c: c.query(
-            f"SELECT uniqExact(scan_id), count() FROM {self.db}.visits").result_rows[0])
+        row = self.call(
+            lambda c: c.query(
+                f"SELECT uniqExact(scan_id), count() FROM {self.db}.visits"
+            ).result_rows[0]
+        )
         return int(row[0]), int(row[1])
 
     def visits_by_district(self) -> dict[str, int]:
-        rows = self.call(lambda c: c.query(
-            f"SELECT district, uniqExact(scan_id) FROM {self.db}.visits GROUP BY district "
-            "ORDER BY district").result_rows)
+        rows = self.call(
+            lambda c: (
+                c.query(
+                    f"SELECT district, uniqExact(scan_id) FROM {self.db}.visits GROUP BY district "
+                    "ORDER BY district"
+                ).result_rows
+            )
+        )
         return {str(d): int(n) for d, n in rows}
 
     def iter_visits(self, since: datetime, chunk: int = 50_000) -> Iterator[list[Visit]]:
         """Visits since a time, deduplicated, in chunks (for rebuilding Redis)."""
+        sql = (
+            "SELECT scan_id, any(person_key), any(checkpoint_id), any(t_in), any(t_out), "
+            f"any(source) FROM {self.db}.visits WHERE t_in >= %(since)s "
+            "GROUP BY scan_id ORDER BY scan_id LIMIT %(limit)s OFFSET %(offset)s"
+        )
         offset = 0
         while True:
-            rows = self.call(lambda c, o=offset: c.query(  # type: ignore[misc]  # bound default
-                f"SELECT scan_id, any(person_key), any(checkpoint_id), any(t_in), any(t_out), "
-                f"any(source) FROM {self.db}.visits WHERE t_in >= %(since)s "
-                f"GROUP BY scan_id ORDER BY scan_id LIMIT {chunk} OFFSET {o}",
-                parameters={"since": since}).result_rows)
+            params: dict[str, object] = {"since": since, "limit": chunk, "offset": offset}
+
+            def fetch(c: Client, p: dict[str, object] = params) -> list[Any]:
+                return list(c.query(sql, parameters=p).result_rows)
+
+            rows = self.call(fetch)
             if not rows:
                 return
             yield [Visit(r[0], r[1], r[2], _utc(r[3]), _utc(r[4]), r[5]) for r in rows]

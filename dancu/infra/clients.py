@@ -55,8 +55,9 @@ class Clients:
             clickhouse=ch,
             producer=producer,
             lag=lag,
-            index=VisitIndex(redis, settings.redis_prefix,
-                             timedelta(days=settings.visit_window_days)),
+            index=VisitIndex(
+                redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
+            ),
             checkpoints=CheckpointDirectory(redis, settings.redis_prefix),
             pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
         )

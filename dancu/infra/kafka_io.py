@@ -81,7 +81,8 @@ class KafkaLag:
         await self._admin.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=None, client_id=f"lag-{uuid.uuid4().hex[:6]}",
+            group_id=None,
+            client_id=f"lag-{uuid.uuid4().hex[:6]}",
         )
         await self._consumer.start()
 
@@ -96,14 +97,15 @@ class KafkaLag:
         topic = self.settings.topic(logical_topic)
         parts = self._consumer.partitions_for_topic(topic)
         if not parts:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await self._consumer._client.force_metadata_update()
             parts = self._consumer.partitions_for_topic(topic) or set()
         tps: Sequence[TopicPartition] = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return 0
         ends = await self._consumer.end_offsets(list(tps))
-        committed = await self._admin.list_consumer_group_offsets(self.settings.app_id,
-                                                                  partitions=list(tps))
+        committed = await self._admin.list_consumer_group_offsets(
+            self.settings.app_id, partitions=list(tps)
+        )
         total = 0
         for tp in tps:
             meta = committed.get(tp)

@@ -76,8 +76,7 @@ class VisitIndex:
             t_in = v.t_in.timestamp()
             t_out = int(v.t_out.timestamp())
             people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
-            places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = (
-                t_in)
+            places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = t_in
             seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
         n = sum(len(m) for m in seen.values())
         if not n:
@@ -122,17 +121,9 @@ class VisitIndex:
             members: set[str] = set()
             async for key in self.r.scan_iter(match=f"{self.p}v:{kind}:*", count=1000):
                 for m in await self.r.zrange(key, 0, -1):
-                    members.add(m.split("|", 1)[0])
+                    members.add(str(m).split("|", 1)[0])
             totals.append(len(members))
         return totals[0], totals[1]
-
-    async def visits_of_person(self, person_key: str) -> list[tuple[str, str, float, int]]:
-        rows = await self.r.zrange(self._person(person_key), 0, -1, withscores=True)
-        out = []
-        for member, score in rows:
-            scan_id, cp, t_out = member.split("|")
-            out.append((scan_id, cp, score, int(t_out)))
-        return out
 
 
 class CheckpointDirectory:
@@ -147,7 +138,7 @@ class CheckpointDirectory:
         n = 0
         async with self.r.pipeline(transaction=False) as pipe:
             for cp in checkpoints:
-                pipe.hset(f"{self.p}cp:{cp['checkpoint_id']}", mapping=cp)
+                pipe.hset(f"{self.p}cp:{cp['checkpoint_id']}", mapping=dict(cp))  # type: ignore[arg-type]  # str values
                 self._cache.pop(cp["checkpoint_id"], None)
                 n += 1
             if n:

@@ -99,8 +99,13 @@ class _Service:
         self._prepare()
         out = open(self.logs / f"{self.name}.out", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            self._command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self.root, env=self._env(),
+            self._command(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.root,
+            env=self._env(),
         )
         self.pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
@@ -113,8 +118,10 @@ class _Service:
             if port_open(self.port) and self._ready():
                 return self.status()
             time.sleep(0.25)
-        raise ServiceError(f"{self.name} did not accept connections on port {self.port} "
-                           f"within {timeout:.0f}s; see {self.logs}")
+        raise ServiceError(
+            f"{self.name} did not accept connections on port {self.port} "
+            f"within {timeout:.0f}s; see {self.logs}"
+        )
 
     def stop(self, timeout: float = 30.0) -> ServiceStatus:
         pid = self.pid()
@@ -166,9 +173,21 @@ class RedisService(_Service):
 
     def _command(self) -> list[str]:
         return [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.root), "--appendonly", "yes", "--save", "",
-            "--logfile", str(self.logs / "redis.log"), "--daemonize", "no",
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--logfile",
+            str(self.logs / "redis.log"),
+            "--daemonize",
+            "no",
         ]
 
 
@@ -203,67 +222,102 @@ class KafkaService(_Service):
         self.libs.mkdir(parents=True, exist_ok=True)
         with resources.as_file(pom) as pom_path:
             result = subprocess.run(
-                ["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-                 f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
-                capture_output=True, text=True, check=False,
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom_path),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.libs}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
         if result.returncode != 0:
-            raise ServiceError("kafka: mvn could not resolve the broker jars:\n"
-                               + result.stdout[-2000:] + result.stderr[-2000:])
+            raise ServiceError(
+                "kafka: mvn could not resolve the broker jars:\n"
+                + result.stdout[-2000:]
+                + result.stderr[-2000:]
+            )
         marker.write_text(pom.read_text())
         return self.libs
 
     def _java(self, *args: str) -> list[str]:
         log4j = resources.files("dancu.infra").joinpath("kafka", "log4j.properties")
         return [
-            "java", f"-Xmx{self.settings.kafka.heap}", f"-Xms{self.settings.kafka.heap}",
-            "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.logs}", f"-Dlog4j.configuration=file:{log4j}",
-            "-cp", f"{self.libs}/*", *args,
+            "java",
+            f"-Xmx{self.settings.kafka.heap}",
+            f"-Xms{self.settings.kafka.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs}",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
         ]
 
     def _properties(self) -> Path:
         k = self.settings.kafka
         props = self.root / "server.properties"
-        props.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{k.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{k.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={self.root / 'data'}",
-            f"num.partitions={k.partitions}",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=true",
-            "log.retention.hours=720",
-            "message.max.bytes=10485760",
-            "",
-        ]))
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{k.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{k.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.root / 'data'}",
+                    f"num.partitions={k.partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=720",
+                    "message.max.bytes=10485760",
+                    "",
+                ]
+            )
+        )
         return props
 
     def _prepare(self) -> None:
         if port_open(self.settings.kafka.controller_port):
-            raise ServiceError(f"kafka: controller port {self.settings.kafka.controller_port} "
-                               "is taken; set KAFKA_CONTROLLER_PORT to a free port")
+            raise ServiceError(
+                f"kafka: controller port {self.settings.kafka.controller_port} "
+                "is taken; set KAFKA_CONTROLLER_PORT to a free port"
+            )
         if shutil.which("java") is None:
             raise ServiceError("kafka: a JDK (java) is needed to run the broker")
         self.resolve_jars()
         props = self._properties()
         if not (self.root / "data" / "meta.properties").exists():
             result = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                           "-c", str(props), "--ignore-formatted"),
-                capture_output=True, text=True, check=False,
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
-                raise ServiceError("kafka: formatting storage failed:\n" + result.stdout
-                                   + result.stderr)
+                raise ServiceError(
+                    "kafka: formatting storage failed:\n" + result.stdout + result.stderr
+                )
 
     def _command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.root / "server.properties"))
@@ -283,8 +337,9 @@ def _cluster_id() -> str:
 
 def _apt_install(package: str) -> None:
     if os.geteuid() != 0:
-        raise ServiceError(f"{package} is missing; install it with: sudo apt-get install "
-                           f"-y {package}")
+        raise ServiceError(
+            f"{package} is missing; install it with: sudo apt-get install -y {package}"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

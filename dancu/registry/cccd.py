@@ -66,9 +66,16 @@ def _by_content(fields: list[str]) -> list[str]:
         return d[4:] + d[2:4] + d[:2]
 
     dates = sorted(dates[:2], key=key)
-    dob, issued = (dates + ["", ""])[:2]
-    return [ids[0] if ids else "", olds[0] if olds else "", name, dob,
-            genders[0] if genders else "", address, issued]
+    dob, issued = ([*dates, "", ""])[:2]
+    return [
+        ids[0] if ids else "",
+        olds[0] if olds else "",
+        name,
+        dob,
+        genders[0] if genders else "",
+        address,
+        issued,
+    ]
 
 
 def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
@@ -78,8 +85,9 @@ def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
         try:
             payload = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidQrPayload([f"payload is not UTF-8 ({exc.reason} at byte "
-                                    f"{exc.start})"]) from exc
+            raise InvalidQrPayload(
+                [f"payload is not UTF-8 ({exc.reason} at byte {exc.start})"]
+            ) from exc
     text = payload.strip()
     if not text:
         raise InvalidQrPayload(["payload is empty"])
@@ -106,10 +114,8 @@ def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
         errors.append("address is empty")
     if dob and issued and issued < dob:
         errors.append("issue date is before the birth date")
-    id_check = check_id(number, dob=dob, gender=gender if gender in GENDERS else None,
-                        today=today)
-    errors.extend(f"ID {e}" if not e.startswith("birth year") else e
-                  for e in id_check.errors)
+    id_check = check_id(number, dob=dob, gender=gender if gender in GENDERS else None, today=today)
+    errors.extend(f"ID {e}" if not e.startswith("birth year") else e for e in id_check.errors)
     if errors or dob is None or issued is None:
         raise InvalidQrPayload(errors)
     return CccdCard(number, old or None, " ".join(name.split()), dob, gender, address, issued)

@@ -38,9 +38,7 @@ class IdCheck:
             "number": self.number,
             "valid": self.valid,
             "province": (
-                {"code": self.province.code, "name": self.province.name}
-                if self.province
-                else None
+                {"code": self.province.code, "name": self.province.name} if self.province else None
             ),
             "gender": self.gender,
             "birth_year": self.birth_year,

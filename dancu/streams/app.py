@@ -7,8 +7,8 @@ crash replays at most the unfinished batch, which the recorder treats idempotent
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import faust
 
@@ -58,8 +58,9 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         logging_config={"version": 1, "disable_existing_loggers": False},
         loghandlers=[],
     )
-    scans_topic = app.topic(settings.topic(topics.SCANS), value_serializer="raw",
-                            key_serializer="raw")
+    scans_topic = app.topic(
+        settings.topic(topics.SCANS), value_serializer="raw", key_serializer="raw"
+    )
     dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
     recorder = ScanRecorder(
         index=clients.index,
@@ -73,8 +74,11 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
 
     @app.agent(scans_topic, name="record_scans")
     async def record_scans(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size,
-                                               within=settings.batch_seconds):
+        # take_events lives on faust.Stream; the StreamT interface does not declare it.
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_seconds
+        )
+        async for events in batches:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
             await recorder.record(batch)
 

@@ -44,8 +44,7 @@ class PlacesPort(Protocol):
 
 
 class VisitSinkPort(Protocol):
-    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
-        ...
+    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None: ...
 
 
 class DeadLetterPort(Protocol):
@@ -75,10 +74,20 @@ def decode_scans(
     dead: list[DeadLetter] = []
 
     def bury(reason: str, payload: object, rec: RawRecord) -> None:
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else (
-            orjson.dumps(payload).decode())
-        dead.append(DeadLetter(topic=topic, reason=reason, payload=text[:10_000],
-                               partition=rec.partition, offset=rec.offset))
+        text = (
+            payload.decode("utf-8", "replace")
+            if isinstance(payload, bytes)
+            else (orjson.dumps(payload).decode())
+        )
+        dead.append(
+            DeadLetter(
+                topic=topic,
+                reason=reason,
+                payload=text[:10_000],
+                partition=rec.partition,
+                offset=rec.offset,
+            )
+        )
 
     for rec in records:
         if not rec.value:
@@ -142,15 +151,15 @@ class ScanRecorder:
         unique: dict[str, ScanRecorded] = {}
         for s in scans:
             unique.setdefault(s.scan_id, s)
-        fresh_flags = await self._retry("dedup lookup",
-                                        lambda: self.index.unseen(list(unique)))
+        fresh_flags = await self._retry("dedup lookup", lambda: self.index.unseen(list(unique)))
         fresh = [s for s, ok in zip(unique.values(), fresh_flags, strict=True) if ok]
         result.duplicates = len(scans) - len(fresh)
         if not fresh:
             return result
         visits = [visit_from_scan(s, self.pseudonymize(s.person_id), self.dwell) for s in fresh]
-        places = await self._retry("checkpoint lookup",
-                                   lambda: self.places.lookup([v.checkpoint_id for v in visits]))
+        places = await self._retry(
+            "checkpoint lookup", lambda: self.places.lookup([v.checkpoint_id for v in visits])
+        )
         # Sink first, index (which marks scans seen) last: a crash in between replays the
         # batch, and both writes are idempotent by scan_id.
         await self._retry("ClickHouse insert", lambda: self.sink.insert(visits, places))

@@ -21,9 +21,7 @@ class Visit:
     source: str
 
 
-def visit_from_scan(
-    scan: ScanRecorded, person_key: str, dwell: timedelta = DEFAULT_DWELL
-) -> Visit:
+def visit_from_scan(scan: ScanRecorded, person_key: str, dwell: timedelta = DEFAULT_DWELL) -> Visit:
     """The visit a scan stands for; ``t_out`` defaults to ``t_in + dwell``."""
     t_out = scan.t_out or scan.ts + dwell
     return Visit(scan.scan_id, person_key, scan.checkpoint_id, scan.ts, t_out, scan.source)

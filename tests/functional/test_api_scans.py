@@ -39,8 +39,12 @@ def api() -> tuple[httpx.AsyncClient, FakeProducer]:
 
 def scan(i: int, cp: str = "cp1", **over: object) -> dict[str, object]:
     body: dict[str, object] = {
-        "scan_id": f"s{i}", "person_id": "001090123456", "checkpoint_id": cp,
-        "ts": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(), "source": "gate"}
+        "scan_id": f"s{i}",
+        "person_id": "001090123456",
+        "checkpoint_id": cp,
+        "ts": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        "source": "gate",
+    }
     body.update(over)
     return body
 
@@ -58,14 +62,16 @@ async def test_batch_is_grouped_per_checkpoint(api: tuple) -> None:
     body = {"scans": [scan(1), scan(2), scan(3, cp="cp2")]}
     r = await client.post("/v1/scans", json=body)
     assert r.json()["accepted"] == 3
-    assert sorted(len(orjson.loads(v)) if v.startswith(b"[") else 1
-                  for _, v, _ in producer.sent) == [1, 2]
+    assert sorted(
+        len(orjson.loads(v)) if v.startswith(b"[") else 1 for _, v, _ in producer.sent
+    ) == [1, 2]
 
 
 async def test_partly_bad_batch_keeps_the_good_and_names_the_bad(api: tuple) -> None:
-    client, producer = api
-    r = await client.post("/v1/scans", json=[scan(1), scan(2, person_id="123"),
-                                             scan(3, source="drone")])
+    client, _producer = api
+    r = await client.post(
+        "/v1/scans", json=[scan(1), scan(2, person_id="123"), scan(3, source="drone")]
+    )
     body = r.json()
     assert r.status_code == 202 and body["accepted"] == 1
     assert [x["index"] for x in body["rejected"]] == [1, 2]
@@ -82,10 +88,12 @@ async def test_partly_bad_batch_keeps_the_good_and_names_the_bad(api: tuple) -> 
         (orjson.dumps([scan(1, ts="2099-01-01T00:00:00+07:00")]), 422, "no valid scan"),
     ],
 )
-async def test_bad_bodies_are_422_with_a_clear_error(api: tuple, payload: bytes, status: int,
-                                                      fragment: str) -> None:
+async def test_bad_bodies_are_422_with_a_clear_error(
+    api: tuple, payload: bytes, status: int, fragment: str
+) -> None:
     client, producer = api
-    r = await client.post("/v1/scans", content=payload,
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/v1/scans", content=payload, headers={"content-type": "application/json"}
+    )
     assert r.status_code == status and fragment in r.json()["error"]
     assert producer.sent == []

@@ -57,23 +57,38 @@ class Platform:
             "KAFKA_PORT": str(base.kafka.port),
             "REDIS_PORT": str(base.redis.port),
         }
-        self.settings = Settings(data_dir=data_dir, topic_prefix=f"t{tag}-",
-                                 redis_prefix=f"t{tag}:", app_id=f"dancu-t{tag}",
-                                 api_port=self.port, kafka=base.kafka, redis=base.redis)
+        self.settings = Settings(
+            data_dir=data_dir,
+            topic_prefix=f"t{tag}-",
+            redis_prefix=f"t{tag}:",
+            app_id=f"dancu-t{tag}",
+            api_port=self.port,
+            kafka=base.kafka,
+            redis=base.redis,
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "platform.log"
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "dancu.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "dancu.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self, timeout: float = 90) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dancu.cli", "up", "--no-simulate", "--no-services"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -9,12 +9,16 @@ from dancu.registry.ids import make_id
 def make_scans(n: int, seed: int = 1, checkpoints: int = 50) -> list[dict[str, object]]:
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    people = [make_id("001", rng.randint(1950, 2010), rng.choice(("Nam", "Nữ")), i)
-              for i in range(2000)]
-    return [{
-        "scan_id": f"scan-{seed}-{i}",
-        "person_id": rng.choice(people),
-        "checkpoint_id": f"cp-{rng.randrange(checkpoints)}",
-        "ts": (now - timedelta(minutes=rng.uniform(1, 600))).isoformat(),
-        "source": rng.choice(("gate", "self")),
-    } for i in range(n)]
+    people = [
+        make_id("001", rng.randint(1950, 2010), rng.choice(("Nam", "Nữ")), i) for i in range(2000)
+    ]
+    return [
+        {
+            "scan_id": f"scan-{seed}-{i}",
+            "person_id": rng.choice(people),
+            "checkpoint_id": f"cp-{rng.randrange(checkpoints)}",
+            "ts": (now - timedelta(minutes=rng.uniform(1, 600))).isoformat(),
+            "source": rng.choice(("gate", "self")),
+        }
+        for i in range(n)
+    ]

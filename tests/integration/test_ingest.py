@@ -27,12 +27,13 @@ async def post_all(url: str, scans: list[dict[str, object]]) -> int:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         singles, rest = scans[:500], scans[500:]
         for i in range(0, len(singles), 50):
-            rs = await asyncio.gather(*(http.post("/v1/scans", json=s)
-                                        for s in singles[i:i + 50]))
+            rs = await asyncio.gather(
+                *(http.post("/v1/scans", json=s) for s in singles[i : i + 50])
+            )
             accepted += sum(r.json()["accepted"] for r in rs)
         i, size = 0, 1
         while i < len(rest):
-            r = await http.post("/v1/scans", json={"scans": rest[i:i + size]})
+            r = await http.post("/v1/scans", json={"scans": rest[i : i + size]})
             assert r.status_code == 202, r.text
             accepted += r.json()["accepted"]
             i += size
@@ -84,23 +85,25 @@ async def _flushall(platform: Platform) -> None:
 
 
 async def produce_raw(platform: Platform, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka_bootstrap,
-                                linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=platform.settings.kafka_bootstrap, linger_ms=5)
     await producer.start()
     try:
         topic = platform.settings.topic("scans")
-        futures = [await producer.send(topic, v, key=str(i % 13).encode())
-                   for i, v in enumerate(values)]
+        futures = [
+            await producer.send(topic, v, key=str(i % 13).encode()) for i, v in enumerate(values)
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
 async def read_dead_letters(platform: Platform, n: int, timeout: float = 60) -> list[dict]:
-    consumer = AIOKafkaConsumer(platform.settings.topic("dead-letters"),
-                                bootstrap_servers=platform.settings.kafka_bootstrap,
-                                group_id=f"dlq-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        platform.settings.topic("dead-letters"),
+        bootstrap_servers=platform.settings.kafka_bootstrap,
+        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     out: list[dict] = []
     try:
@@ -124,7 +127,7 @@ def test_malformed_records_go_to_dead_letters_and_good_ones_are_processed(
     future = {**good[2], "scan_id": "future", "ts": "2099-01-01T00:00:00+07:00"}
     values = [orjson.dumps(s) for s in good[:100]]
     values += [b"{this is not json", orjson.dumps(bad_id), orjson.dumps(missing)]
-    values += [orjson.dumps(good[100:200] + [future])]  # a batch with one bad item
+    values += [orjson.dumps([*good[100:200], future])]  # a batch with one bad item
     values += [orjson.dumps(s) for s in good[200:]]
     asyncio.run(produce_raw(platform, values))
     stats = platform.wait_processed(300)

@@ -6,17 +6,23 @@ from dancu.registry.cccd import parse_cccd
 from dancu.registry.errors import InvalidQrPayload
 
 TODAY = date(2026, 11, 27)
-GOOD = ("001090123456|012345678|Nguyễn Văn An|15031990|Nam|"
-        "Số 12 Ngõ 34 Kim Mã, Phường Kim Mã, Quận Ba Đình, Hà Nội|10052021")
+GOOD = (
+    "001090123456|012345678|Nguyễn Văn An|15031990|Nam|"
+    "Số 12 Ngõ 34 Kim Mã, Phường Kim Mã, Quận Ba Đình, Hà Nội|10052021"
+)
 
 
 def test_design_example_parses() -> None:
     card = parse_cccd(GOOD + "\n", today=TODAY)
     assert card.as_dict() == {
-        "id": "001090123456", "old_id": "012345678", "name": "Nguyễn Văn An",
-        "dob": "1990-03-15", "gender": "Nam",
+        "id": "001090123456",
+        "old_id": "012345678",
+        "name": "Nguyễn Văn An",
+        "dob": "1990-03-15",
+        "gender": "Nam",
         "address": "Số 12 Ngõ 34 Kim Mã, Phường Kim Mã, Quận Ba Đình, Hà Nội",
-        "issued": "2021-05-10"}
+        "issued": "2021-05-10",
+    }
 
 
 def test_empty_old_id_is_none_and_bytes_are_accepted() -> None:
@@ -26,8 +32,9 @@ def test_empty_old_id_is_none_and_bytes_are_accepted() -> None:
 
 def test_newer_layout_recognised_by_content() -> None:
     fields = GOOD.split("|")
-    reordered = "|".join([fields[2], fields[0], fields[4], fields[3], fields[6], fields[5],
-                          fields[1]])
+    reordered = "|".join(
+        [fields[2], fields[0], fields[4], fields[3], fields[6], fields[5], fields[1]]
+    )
     assert parse_cccd(reordered, today=TODAY).id == "001090123456"
 
 

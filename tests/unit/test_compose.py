@@ -16,7 +16,9 @@ def test_compose_services_are_healthchecked_and_ordered() -> None:
     for name in ("worker", "api"):
         deps = services[name]["depends_on"]
         assert {d: c["condition"] for d, c in deps.items()} == {
-            "kafka": "service_healthy", "redis": "service_healthy",
-            "clickhouse": "service_healthy"}
+            "kafka": "service_healthy",
+            "redis": "service_healthy",
+            "clickhouse": "service_healthy",
+        }
         env = services[name]["environment"]
         assert {"KAFKA_BOOTSTRAP", "REDIS_URL", "CLICKHOUSE_URL"} <= set(env)

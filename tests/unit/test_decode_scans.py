@@ -9,8 +9,11 @@ NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 def scan(i: int, **over: object) -> dict[str, object]:
     body: dict[str, object] = {
-        "scan_id": f"s{i}", "person_id": "001090123456", "checkpoint_id": "cp1",
-        "ts": (NOW - timedelta(minutes=1)).isoformat(), "source": "gate",
+        "scan_id": f"s{i}",
+        "person_id": "001090123456",
+        "checkpoint_id": "cp1",
+        "ts": (NOW - timedelta(minutes=1)).isoformat(),
+        "source": "gate",
     }
     body.update(over)
     return body
@@ -32,8 +35,15 @@ def test_every_kind_of_bad_record_is_a_dead_letter_with_its_reason() -> None:
     missing = {k: v for k, v in scan(5).items() if k != "checkpoint_id"}
     future = scan(6, ts=(NOW + timedelta(hours=1)).isoformat())
     naive = scan(7, ts="2026-11-27T09:00:00")
-    records = [rec(b"{not json"), rec(scan(1)), rec([bad_id, scan(2), missing]), rec(future),
-               rec(naive), rec(b""), rec([1])]
+    records = [
+        rec(b"{not json"),
+        rec(scan(1)),
+        rec([bad_id, scan(2), missing]),
+        rec(future),
+        rec(naive),
+        rec(b""),
+        rec([1]),
+    ]
     scans, dead = decode_scans(records, "scans", NOW)
     assert [s.scan_id for s in scans] == ["s1", "s2"]
     reasons = [d.reason for d in dead]

@@ -22,6 +22,7 @@ class Rebuilt(BaseModel):
 
 @router.post("/rebuild", response_model=Rebuilt)
 async def rebuild(clients: ClientsDep) -> Rebuilt:
-    n = await rebuild_visit_index(clients.clickhouse, clients.index,
-                                  timedelta(days=clients.settings.visit_window_days))
+    n = await rebuild_visit_index(
+        clients.clickhouse, clients.index, timedelta(days=clients.settings.visit_window_days)
+    )
     return Rebuilt(visits_restored=n)

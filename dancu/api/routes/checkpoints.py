@@ -11,8 +11,18 @@ from dancu.api.deps import ClientsDep
 
 router = APIRouter(prefix="/v1", tags=["checkpoints"])
 
-CheckpointType = Literal["shop", "office", "market", "school", "hospital", "gate", "home",
-                         "restaurant", "station", "other"]
+CheckpointType = Literal[
+    "shop",
+    "office",
+    "market",
+    "school",
+    "hospital",
+    "gate",
+    "home",
+    "restaurant",
+    "station",
+    "other",
+]
 
 
 class CheckpointCreate(BaseModel):
@@ -31,5 +41,6 @@ class CheckpointsCreated(BaseModel):
 @router.post("/checkpoints", status_code=201, response_model=CheckpointsCreated)
 async def register(body: list[CheckpointCreate], clients: ClientsDep) -> CheckpointsCreated:
     n = await clients.checkpoints.put_many(
-        {k: str(v) for k, v in cp.model_dump().items()} for cp in body)
+        {k: str(v) for k, v in cp.model_dump().items()} for cp in body
+    )
     return CheckpointsCreated(registered=n)

@@ -29,5 +29,6 @@ async def healthz(clients: ClientsDep) -> JSONResponse:
     )
     checks = {"kafka": kafka, "redis": redis, "clickhouse": clickhouse}
     ok = all(c["ok"] for c in checks.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+    )

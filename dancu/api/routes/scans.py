@@ -46,7 +46,7 @@ def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[S
     elif isinstance(body, dict):
         items = [body]
     else:
-        raise BadInput("body must be a scan object, a list of scans, or {\"scans\": [...]}")
+        raise BadInput('body must be a scan object, a list of scans, or {"scans": [...]}')
     if not items:
         raise BadInput("no scans in the body")
     if len(items) > MAX_BATCH:
@@ -62,12 +62,12 @@ def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[S
             scan = ScanRecorded.model_validate(item)
             scan.check_not_future(now)
         except ValidationError as exc:
-            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None,
-                                    errors=_errors(exc)))
+            bad.append(
+                ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=_errors(exc))
+            )
             continue
         except ValueError as exc:
-            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None,
-                                    errors=[str(exc)]))
+            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=[str(exc)]))
             continue
         good.append(scan)
     return good, bad
@@ -82,8 +82,7 @@ async def post_scans(request: Request, clients: ClientsDep) -> ScansAccepted:
         raise BadInput(f"body is not valid JSON: {exc}") from exc
     good, bad = parse_scans(body, datetime.now(UTC))
     if not good:
-        raise BadInput("no valid scan in the request",
-                       details=[b.model_dump() for b in bad])
+        raise BadInput("no valid scan in the request", details=[b.model_dump() for b in bad])
     groups: dict[str, list[dict[str, object]]] = defaultdict(list)
     for s in good:
         groups[s.checkpoint_id].append(s.model_dump(mode="json", exclude_none=True))

@@ -31,5 +31,10 @@ async def live(clients: ClientsDep) -> LiveStats:
         asyncio.to_thread(clients.clickhouse.visit_totals),
         asyncio.to_thread(clients.clickhouse.visits_by_district),
     )
-    return LiveStats(scans_processed=processed, rate_per_s=rate, lag=lag,
-                     visits_total=totals[0], visits_by_district=by_district)
+    return LiveStats(
+        scans_processed=processed,
+        rate_per_s=rate,
+        lag=lag,
+        visits_total=totals[0],
+        visits_by_district=by_district,
+    )

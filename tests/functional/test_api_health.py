@@ -1,0 +1,42 @@
+from types import SimpleNamespace
+
+import httpx
+
+from dancu.api.app import create_app
+from dancu.infra.settings import Settings
+
+
+class Up:
+    async def ping(self) -> bool:
+        return True
+
+
+class Down:
+    async def ping(self) -> bool:
+        raise ConnectionError("Connection refused")
+
+
+class ClickHouseUp:
+    def ping(self) -> None:
+        return None
+
+
+async def health(redis: object) -> httpx.Response:
+    app = create_app(Settings())
+    app.state.clients = SimpleNamespace(lag=Up(), redis=redis, clickhouse=ClickHouseUp())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        return await c.get("/healthz")
+
+
+async def test_healthy_when_every_service_answers() -> None:
+    r = await health(Up())
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+async def test_503_names_the_service_that_is_down() -> None:
+    r = await health(Down())
+    body = r.json()
+    assert r.status_code == 503 and body["status"] == "degraded"
+    assert body["checks"]["redis"]["ok"] is False
+    assert "Connection refused" in body["checks"]["redis"]["error"]
+    assert body["checks"]["kafka"]["ok"] and body["checks"]["clickhouse"]["ok"]
