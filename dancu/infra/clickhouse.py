@@ -1,13 +1,12 @@
 """ClickHouse adapter: one client (chDB in process, or a server over HTTP), versioned
 migrations, the columnar visit sink and the analytics queries.
 
-chDB and the sync client block: every call goes through :meth:`ClickHouse.run`, which
-runs it in a worker thread (never on the event loop) under one lock.
+chDB and the sync client block: every call goes through :meth:`ClickHouse.call` under one
+lock, and async callers run it in a worker thread (``asyncio.to_thread``), never on the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -60,10 +59,6 @@ class ClickHouse:
     def call(self, fn: Callable[[Client], T]) -> T:
         with self._lock:
             return fn(self.client)
-
-    async def run(self, fn: Callable[[Client], T]) -> T:
-        """Run a client call in a worker thread (chDB and the sync client block)."""
-        return await asyncio.to_thread(self.call, fn)
 
     def close(self) -> None:
         if self._client is not None:

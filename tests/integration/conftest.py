@@ -19,6 +19,7 @@ import pytest
 
 from dancu.infra import services
 from dancu.infra.settings import Settings
+from tests.integration.helpers import isolated_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -45,27 +46,20 @@ class Platform:
     """One all-in-one dancu process (API + Faust worker + chDB sink) in a subprocess."""
 
     def __init__(self, base: Settings, data_dir: Path) -> None:
-        tag = uuid.uuid4().hex[:8]
+        tag = f"t{uuid.uuid4().hex[:8]}"
         self.port = free_port()
+        self.settings = isolated_settings(base, data_dir, tag, api_port=self.port)
+        s = self.settings
         self.env = {
             **os.environ,
             "DANCU_DATA_DIR": str(data_dir),
-            "DANCU_TOPIC_PREFIX": f"t{tag}-",
-            "DANCU_REDIS_PREFIX": f"t{tag}:",
-            "DANCU_APP_ID": f"dancu-t{tag}",
+            "DANCU_TOPIC_PREFIX": s.topic_prefix,
+            "DANCU_REDIS_PREFIX": s.redis_prefix,
+            "DANCU_APP_ID": s.app_id,
             "DANCU_API_PORT": str(self.port),
             "KAFKA_PORT": str(base.kafka.port),
             "REDIS_PORT": str(base.redis.port),
         }
-        self.settings = Settings(
-            data_dir=data_dir,
-            topic_prefix=f"t{tag}-",
-            redis_prefix=f"t{tag}:",
-            app_id=f"dancu-t{tag}",
-            api_port=self.port,
-            kafka=base.kafka,
-            redis=base.redis,
-        )
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "platform.log"

@@ -2,8 +2,23 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from dancu.infra.settings import Settings
 from dancu.registry.ids import make_id
+
+
+def isolated_settings(base: Settings, data_dir: Path, tag: str, **extra: object) -> Settings:
+    """Settings on the same services with their own topics, keys, group and chDB path."""
+    return Settings(
+        data_dir=data_dir,
+        topic_prefix=f"{tag}-",
+        redis_prefix=f"{tag}:",
+        app_id=f"dancu-{tag}",
+        kafka=base.kafka,
+        redis=base.redis,
+        **extra,  # type: ignore[arg-type]  # validated by pydantic
+    )
 
 
 def make_scans(n: int, seed: int = 1, checkpoints: int = 50) -> list[dict[str, object]]:
