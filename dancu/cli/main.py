@@ -187,6 +187,69 @@ def stats() -> None:
     )
 
 
+def _require_store_owner(settings: Settings) -> None:
+    """Bulk loads open the embedded ClickHouse themselves: nobody else may hold it."""
+    if not settings.embedded_clickhouse:
+        return
+    try:
+        httpx.get(f"{settings.api_url}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return
+    err.print("[red]error:[/red] `dancu up` is running and owns the embedded ClickHouse; "
+              "stop it first (or use a ClickHouse server via CLICKHOUSE_URL)")
+    raise typer.Exit(1)
+
+
+@app.command()
+def seed(
+    residents: Annotated[int, typer.Option(min=1, help="How many residents.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same city).")] = 1,
+) -> None:
+    """Generate a synthetic Hà Nội and load it into Redis and ClickHouse."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from dancu.infra.clickhouse import ClickHouse
+    from dancu.infra.redis_store import CheckpointDirectory, make_redis
+    from dancu.infra.residents import ResidentStore
+    from dancu.infra.seed import seed_city
+    from dancu.registry.cards import load_rulebook
+    from dancu.registry.pseudonym import Pseudonymizer
+    from dancu.registry.synthetic import SeedPlan
+
+    settings = _settings()
+    _require_store_owner(settings)
+
+    async def run() -> dict[str, object]:
+        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+        await asyncio.to_thread(ch.migrate)
+        redis = make_redis(settings.redis_url)
+        t0 = time.perf_counter()
+        try:
+            with Progress("[progress.description]{task.description}", BarColumn(),
+                          MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+                task = bar.add_task("residents", total=residents)
+                report = await seed_city(
+                    SeedPlan(residents=residents, seed=seed),
+                    store=ResidentStore(redis, settings.redis_prefix),
+                    places=CheckpointDirectory(redis, settings.redis_prefix),
+                    clickhouse=ch,
+                    pseudonymize=Pseudonymizer(
+                        settings.pseudonym_secret.get_secret_value().encode()),
+                    rules=load_rulebook(),
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await redis.aclose()
+            ch.close()
+        return {"residents": report.residents, "households": report.households,
+                "checkpoints": report.checkpoints, "colours": report.colours,
+                "seconds": round(time.perf_counter() - t0, 1)}
+
+    out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
+
+
 @id_app.command("check")
 def id_check(
     number: str,
