@@ -12,7 +12,16 @@ from fastapi.responses import HTMLResponse
 
 from dancu import __version__
 from dancu.api import errors
-from dancu.api.routes import admin, checkpoints, health, scans, stats
+from dancu.api.routes import (
+    admin,
+    checkpoints,
+    health,
+    imports,
+    quality,
+    residents,
+    scans,
+    stats,
+)
 from dancu.infra.clickhouse import ClickHouse
 from dancu.infra.clients import Clients
 from dancu.infra.settings import Settings
@@ -41,7 +50,7 @@ def create_app(
 
     app = FastAPI(title="dancu", version=__version__, lifespan=lifespan)
     errors.install(app)
-    for module in (health, scans, stats, checkpoints, admin):
+    for module in (health, scans, stats, checkpoints, admin, imports, residents, quality):
         app.include_router(module.router)
 
     page = resources.files("dancu.api").joinpath("static", "dashboard.html").read_text("utf-8")

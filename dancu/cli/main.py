@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -28,7 +29,11 @@ id_app = typer.Typer(help="Personal ID numbers (số định danh cá nhân).", 
 qr_app = typer.Typer(help="CCCD chip-card QR payloads.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
+review_app = typer.Typer(
+    help="The review queue of mismatched import records.", no_args_is_help=True
+)
 app.add_typer(id_app, name="id")
+app.add_typer(review_app, name="review")
 app.add_typer(qr_app, name="qr")
 out = Console()
 err = Console(stderr=True)
@@ -195,8 +200,10 @@ def _require_store_owner(settings: Settings) -> None:
         httpx.get(f"{settings.api_url}/healthz", timeout=2)
     except httpx.HTTPError:
         return
-    err.print("[red]error:[/red] `dancu up` is running and owns the embedded ClickHouse; "
-              "stop it first (or use a ClickHouse server via CLICKHOUSE_URL)")
+    err.print(
+        "[red]error:[/red] `dancu up` is running and owns the embedded ClickHouse; "
+        "stop it first (or use a ClickHouse server via CLICKHOUSE_URL)"
+    )
     raise typer.Exit(1)
 
 
@@ -227,8 +234,13 @@ def seed(
         redis = make_redis(settings.redis_url)
         t0 = time.perf_counter()
         try:
-            with Progress("[progress.description]{task.description}", BarColumn(),
-                          MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar:
                 task = bar.add_task("residents", total=residents)
                 report = await seed_city(
                     SeedPlan(residents=residents, seed=seed),
@@ -236,16 +248,242 @@ def seed(
                     places=CheckpointDirectory(redis, settings.redis_prefix),
                     clickhouse=ch,
                     pseudonymize=Pseudonymizer(
-                        settings.pseudonym_secret.get_secret_value().encode()),
+                        settings.pseudonym_secret.get_secret_value().encode()
+                    ),
                     rules=load_rulebook(),
                     progress=lambda n: bar.advance(task, n),
                 )
         finally:
             await redis.aclose()
             ch.close()
-        return {"residents": report.residents, "households": report.households,
-                "checkpoints": report.checkpoints, "colours": report.colours,
-                "seconds": round(time.perf_counter() - t0, 1)}
+        return {
+            "residents": report.residents,
+            "households": report.households,
+            "checkpoints": report.checkpoints,
+            "colours": report.colours,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+
+    out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="residents | vaccinations | f0-positives | "
+            "recoveries | health-declarations | "
+            "travel-declarations"
+        ),
+    ],
+    file: Annotated[Path, typer.Argument(help="CSV (header row) or JSON Lines file.")],
+    outcomes: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per input row here.")
+    ] = None,
+) -> None:
+    """Import a file: validate and match every row; prints and stores the report."""
+    import shutil
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from dancu.infra.imports import Importer, ImportFailed, ImportLedger
+    from dancu.infra.kafka_io import create_topics, make_producer
+    from dancu.infra.redis_store import make_redis
+    from dancu.infra.residents import ResidentStore
+    from dancu.infra.tables import TableError, read_table
+    from dancu.registry.imports import KINDS
+
+    settings = _settings()
+    if kind != "residents" and kind not in KINDS:
+        err.print(
+            f"[red]error:[/red] unknown kind {kind!r}; one of: residents, " + ", ".join(KINDS)
+        )
+        raise typer.Exit(2)
+    try:
+        header, rows = read_table(file)
+    except TableError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if kind == "residents":
+        _require_store_owner(settings)
+
+    async def run() -> dict[str, object]:
+        redis = make_redis(settings.redis_url)
+        store = ResidentStore(redis, settings.redis_prefix)
+        ledger = ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve())
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,} rows"),
+            console=err,
+        ) as bar:
+            task = bar.add_task(f"importing {kind}", total=None)
+            try:
+                if kind == "residents":
+                    return await _load_residents(
+                        settings,
+                        header,
+                        rows,
+                        store,
+                        ledger,
+                        str(file),
+                        lambda n: bar.advance(task, n),
+                    )
+                await create_topics(settings)
+                producer = make_producer(settings)
+                await producer.start()
+                try:
+                    report = await Importer(settings, store, ledger, producer).run(
+                        kind,
+                        header,
+                        rows,
+                        source=str(file),
+                        progress=lambda n: bar.advance(task, n),
+                    )
+                finally:
+                    await producer.stop()
+                return report.as_dict()
+            finally:
+                store.close_sync()
+                await redis.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except ImportFailed as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if outcomes is not None:
+        src = settings.data_dir.resolve() / "imports" / str(report["import_id"])
+        shutil.copyfile(src / "records.jsonl", outcomes)
+    out.print_json(json.dumps(report, ensure_ascii=False, default=str))
+
+
+async def _load_residents(
+    settings: Settings,
+    header: list[str],
+    rows: Any,
+    store: Any,
+    ledger: Any,
+    source: str,
+    progress: Any,
+) -> dict[str, object]:
+    from dancu.infra.clickhouse import ClickHouse
+    from dancu.infra.residents_import import load_residents
+    from dancu.registry.cards import load_rulebook
+    from dancu.registry.pseudonym import Pseudonymizer
+
+    ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+    await asyncio.to_thread(ch.migrate)
+    try:
+        report = await load_residents(
+            header,
+            rows,
+            source=source,
+            store=store,
+            ledger=ledger,
+            clickhouse=ch,
+            pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
+            rules=load_rulebook(),
+            progress=progress,
+        )
+    finally:
+        ch.close()
+    return report.as_dict()
+
+
+def _ledger_call(fn: Any) -> Any:
+    """Run ``fn(ledger, producer)`` against Redis and Kafka, closing both."""
+    from dancu.infra.imports import ImportLedger
+    from dancu.infra.kafka_io import make_producer
+    from dancu.infra.redis_store import make_redis
+
+    settings = _settings()
+
+    async def run() -> Any:
+        redis = make_redis(settings.redis_url)
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            return await fn(
+                ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
+                producer,
+                settings,
+            )
+        finally:
+            await producer.stop()
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+@review_app.command("list")
+def review_list(limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    """Mismatched records waiting for a decision (JSON lines)."""
+
+    async def fn(ledger: Any, _p: Any, _s: Any) -> list[Any]:
+        return list(await ledger.review_items(limit))
+
+    for item in _ledger_call(fn):
+        print(json.dumps(item, ensure_ascii=False))
+
+
+def _decide(review_id: str, accept: bool) -> None:
+    from dancu.infra.imports import send_records
+
+    async def fn(ledger: Any, producer: Any, settings: Settings) -> bool:
+        item = await ledger.take_review(review_id)
+        if item is None:
+            return False
+        if accept:
+            await send_records(producer, settings, [item["event"]])
+            await ledger.mark_imported([review_id])
+        return True
+
+    if not _ledger_call(fn):
+        err.print(f"[red]error:[/red] no review item {review_id!r}")
+        raise typer.Exit(1)
+    print(json.dumps({"review_id": review_id, "decision": "accept" if accept else "reject"}))
+
+
+@review_app.command("accept")
+def review_accept(review_id: str) -> None:
+    """Accept a mismatched record: it is applied to the resident like a match."""
+    _decide(review_id, True)
+
+
+@review_app.command("reject")
+def review_reject(review_id: str) -> None:
+    """Reject a mismatched record: it is dropped from the queue, never applied."""
+    _decide(review_id, False)
+
+
+@app.command()
+def quality() -> None:
+    """Data quality: completeness per district, match rates, freshness per source."""
+    settings = _settings()
+    try:
+        r = httpx.get(f"{settings.api_url}/v1/quality", timeout=120)
+        out.print_json(r.text)
+        return
+    except httpx.ConnectError:
+        pass
+    from dancu.infra.clickhouse import ClickHouse
+    from dancu.infra.imports import ImportLedger
+    from dancu.infra.quality import quality_report
+    from dancu.infra.redis_store import make_redis
+
+    async def run() -> dict[str, Any]:
+        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+        await asyncio.to_thread(ch.migrate)
+        redis = make_redis(settings.redis_url)
+        try:
+            return await quality_report(
+                ch, ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve())
+            )
+        finally:
+            await redis.aclose()
+            ch.close()
 
     out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from dancu.infra.clickhouse import ClickHouse
+from dancu.infra.imports import ImportLedger
 from dancu.infra.kafka_io import KafkaLag, make_producer
 from dancu.infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
+from dancu.infra.residents import ResidentStore, insert_residents, resident_row
 from dancu.infra.settings import Settings
+from dancu.registry.cards import RuleBook, load_rulebook
 from dancu.registry.pseudonym import Pseudonymizer
 from dancu.tracing.visits import Visit
 
@@ -29,6 +32,19 @@ class ClickHouseVisitSink:
         await asyncio.to_thread(self.clickhouse.insert_visits, visits, places)
 
 
+class ClickHouseResidentSink:
+    """The resident sink port on ClickHouse: pseudonymous rows, off the event loop."""
+
+    def __init__(self, clickhouse: ClickHouse, pseudonymize: Callable[[str], str]) -> None:
+        self.clickhouse = clickhouse
+        self.pseudonymize = pseudonymize
+
+    async def upsert(self, residents: Sequence[dict[str, str]]) -> None:
+        now = datetime.now(UTC)
+        rows = [resident_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
+        await asyncio.to_thread(insert_residents, self.clickhouse, rows)
+
+
 @dataclass
 class Clients:
     settings: Settings
@@ -39,6 +55,9 @@ class Clients:
     index: VisitIndex
     checkpoints: CheckpointDirectory
     pseudonymize: Pseudonymizer
+    residents: ResidentStore
+    ledger: ImportLedger
+    rules: RuleBook
 
     @classmethod
     async def open(cls, settings: Settings, clickhouse: ClickHouse | None = None) -> Clients:
@@ -60,6 +79,9 @@ class Clients:
             ),
             checkpoints=CheckpointDirectory(redis, settings.redis_prefix),
             pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
+            residents=ResidentStore(redis, settings.redis_prefix),
+            ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
+            rules=load_rulebook(),
         )
 
     async def close(self) -> None:

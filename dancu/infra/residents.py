@@ -13,10 +13,21 @@ from redis.asyncio import Redis
 
 from dancu.infra.clickhouse import ClickHouse
 
-RESIDENT_COLUMNS = ["person_key", "household_key", "district", "ward", "gender", "birth_year",
-                    "has_address", "doses", "colour", "rule_version", "source", "updated_at"]
-CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capacity",
-                      "updated_at"]
+RESIDENT_COLUMNS = [
+    "person_key",
+    "household_key",
+    "district",
+    "ward",
+    "gender",
+    "birth_year",
+    "has_address",
+    "doses",
+    "colour",
+    "rule_version",
+    "source",
+    "updated_at",
+]
+CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capacity", "updated_at"]
 
 
 class ResidentStore:
@@ -28,9 +39,14 @@ class ResidentStore:
         self.p = prefix
         kwargs = dict(redis.connection_pool.connection_kwargs)
         kwargs.pop("health_check_interval", None)
-        self._sync = SyncRedis(**{k: v for k, v in kwargs.items()
-                                  if k in ("host", "port", "db", "password", "username",
-                                           "decode_responses", "ssl", "path")})
+        self._sync = SyncRedis(
+            **{
+                k: v
+                for k, v in kwargs.items()
+                if k
+                in ("host", "port", "db", "password", "username", "decode_responses", "ssl", "path")
+            }
+        )
 
     def key(self, person_id: str) -> str:
         return f"{self.p}r:{person_id}"
@@ -52,9 +68,24 @@ class ResidentStore:
     def close_sync(self) -> None:
         self._sync.close()
 
+    def identities_sync(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
+        pipe = self._sync.pipeline(transaction=False)
+        for i in ids:
+            pipe.hmget(self.key(i), ["name", "dob"])
+        out: list[tuple[str, str] | None] = []
+        for name, dob in pipe.execute():
+            out.append(None if name is None or dob is None else (_s(name), _s(dob)))
+        return out
+
+    async def get_identities(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
+        """(name, dob) of each ID in the registry, None when unknown."""
+        if not ids:
+            return []
+        return await asyncio.to_thread(self.identities_sync, ids)
+
     async def get(self, person_id: str) -> dict[str, str] | None:
-        fields: dict[str, str] = await self.r.hgetall(self.key(person_id))  # type: ignore[misc]
-        return fields or None
+        fields = await self.r.hgetall(self.key(person_id))  # type: ignore[misc]
+        return {_s(k): _s(v) for k, v in fields.items()} or None
 
     async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
         async with self.r.pipeline(transaction=False) as pipe:
@@ -78,8 +109,13 @@ class ResidentStore:
             return [bool(x) for x in await pipe.execute()]
 
 
-def resident_row(fields: dict[str, str], pseudonymize: Any, source: str,
-                 now: datetime | None = None) -> list[object]:
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def resident_row(
+    fields: dict[str, str], pseudonymize: Any, source: str, now: datetime | None = None
+) -> list[object]:
     """The ClickHouse row of a resident: pseudonymous keys, no ID number, no name."""
     import json
 
@@ -101,11 +137,11 @@ def resident_row(fields: dict[str, str], pseudonymize: Any, source: str,
 
 def insert_residents(ch: ClickHouse, rows: Sequence[Sequence[object]]) -> None:
     if rows:
-        ch.call(lambda c: c.insert(f"{ch.db}.residents", list(rows),
-                                   column_names=RESIDENT_COLUMNS))
+        ch.call(lambda c: c.insert(f"{ch.db}.residents", list(rows), column_names=RESIDENT_COLUMNS))
 
 
 def insert_checkpoints(ch: ClickHouse, rows: Sequence[Sequence[object]]) -> None:
     if rows:
-        ch.call(lambda c: c.insert(f"{ch.db}.checkpoints", list(rows),
-                                   column_names=CHECKPOINT_COLUMNS))
+        ch.call(
+            lambda c: c.insert(f"{ch.db}.checkpoints", list(rows), column_names=CHECKPOINT_COLUMNS)
+        )

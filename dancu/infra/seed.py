@@ -24,9 +24,13 @@ class SeedReport:
     colours: dict[str, int] | None = None
 
 
-def _chunk_rows(chunk: ResidentChunk, rules: RuleBook, now: datetime,
-                pseudonymize: Callable[[str], str], colours: dict[str, int]
-                ) -> tuple[list[dict[str, str]], list[list[object]]]:
+def _chunk_rows(
+    chunk: ResidentChunk,
+    rules: RuleBook,
+    now: datetime,
+    pseudonymize: Callable[[str], str],
+    colours: dict[str, int],
+) -> tuple[list[dict[str, str]], list[list[object]]]:
     rule = rules.for_("001", now.date())
     redis_rows: list[dict[str, str]] = []
     ch_rows: list[list[object]] = []
@@ -34,26 +38,49 @@ def _chunk_rows(chunk: ResidentChunk, rules: RuleBook, now: datetime,
     for i in range(len(chunk)):
         doses = chunk.doses[i]
         recovered = chunk.recovered_at[i]
-        status = card_colour(HealthRecord(doses=tuple(d for d, _ in doses),
-                                          recovered_at=recovered), rule, now)
+        status = card_colour(
+            HealthRecord(doses=tuple(d for d, _ in doses), recovered_at=recovered), rule, now
+        )
         colours[status.colour] = colours.get(status.colour, 0) + 1
         pid = chunk.ids[i]
         dob = chunk.dob[i]
         row = {
-            "id": pid, "name": chunk.names[i], "dob": dob.isoformat(), "gender": chunk.gender[i],
-            "province": "001", "birth_province": chunk.province[i],
-            "district": chunk.district[i], "ward": chunk.ward[i], "address": chunk.address[i],
+            "id": pid,
+            "name": chunk.names[i],
+            "dob": dob.isoformat(),
+            "gender": chunk.gender[i],
+            "province": "001",
+            "birth_province": chunk.province[i],
+            "district": chunk.district[i],
+            "ward": chunk.ward[i],
+            "address": chunk.address[i],
             "household": chunk.household[i],
             "doses": doses_json([(d, v, n + 1) for n, (d, v) in enumerate(doses)]),
-            "colour": status.colour, "reasons": json.dumps(status.reasons, ensure_ascii=False),
-            "rule_version": status.rule_version, "updated_at": stamp, "source": "seed",
+            "colour": status.colour,
+            "reasons": json.dumps(status.reasons, ensure_ascii=False),
+            "rule_version": status.rule_version,
+            "updated_at": stamp,
+            "source": "seed",
         }
         if recovered is not None:
             row["recovered_at"] = recovered.isoformat()
         redis_rows.append(row)
-        ch_rows.append([pseudonymize(pid), pseudonymize("household:" + chunk.household[i]),
-                        chunk.district[i], chunk.ward[i], chunk.gender[i], dob.year, 1,
-                        len(doses), status.colour, status.rule_version, "seed", now])
+        ch_rows.append(
+            [
+                pseudonymize(pid),
+                pseudonymize("household:" + chunk.household[i]),
+                chunk.district[i],
+                chunk.ward[i],
+                chunk.gender[i],
+                dob.year,
+                1,
+                len(doses),
+                status.colour,
+                status.rule_version,
+                "seed",
+                now,
+            ]
+        )
     return redis_rows, ch_rows
 
 
@@ -85,11 +112,22 @@ async def seed_city(
     if pending:
         await pending
     cps = checkpoints(plan)
-    await places.put_many({"checkpoint_id": c.checkpoint_id, "name": c.name, "type": c.type,
-                           "district": c.district, "ward": c.ward, "capacity": str(c.capacity)}
-                          for c in cps)
-    await asyncio.to_thread(insert_checkpoints, clickhouse, [
-        [c.checkpoint_id, c.name, c.type, c.district, c.ward, c.capacity, now] for c in cps])
+    await places.put_many(
+        {
+            "checkpoint_id": c.checkpoint_id,
+            "name": c.name,
+            "type": c.type,
+            "district": c.district,
+            "ward": c.ward,
+            "capacity": str(c.capacity),
+        }
+        for c in cps
+    )
+    await asyncio.to_thread(
+        insert_checkpoints,
+        clickhouse,
+        [[c.checkpoint_id, c.name, c.type, c.district, c.ward, c.capacity, now] for c in cps],
+    )
     report.households = len(households)
     report.checkpoints = len(cps)
     return report

@@ -32,6 +32,7 @@ class CardRules:
 @dataclass(frozen=True, slots=True)
 class RuleBook:
     rules: tuple[CardRules, ...]
+    gate_policies: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def for_(self, province: str, on: date) -> CardRules:
         """The newest rule in force on a date: the province's own before the national one."""
@@ -46,7 +47,21 @@ def load_rulebook(text: str | None = None) -> RuleBook:
     if text is None:
         text = resources.files("dancu.registry").joinpath("data", "card_rules.yaml").read_text()
     raw = yaml.safe_load(text)
-    return RuleBook(tuple(CardRules(**{**r, "province": str(r["province"])}) for r in raw["rules"]))
+    return RuleBook(
+        tuple(CardRules(**{**r, "province": str(r["province"])}) for r in raw["rules"]),
+        {k: frozenset(v) for k, v in (raw.get("gate_policies") or {}).items()},
+    )
+
+
+def gate_decision(book: RuleBook, checkpoint_type: str, colour: str) -> tuple[bool, str]:
+    """Does a checkpoint of this type let this colour in? With the policy as the reason."""
+    allowed = book.gate_policies.get(checkpoint_type) or book.gate_policies.get("other")
+    if allowed is None:
+        return True, "no gate policy configured: allowed"
+    colours = ", ".join(sorted(allowed))
+    if colour in allowed:
+        return True, f"{checkpoint_type} admits {colours}"
+    return False, f"{checkpoint_type} admits only {colours}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ health record, and the card status computed from it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -27,9 +28,17 @@ class Resident:
     province: str = "001"  # province of residence (rules are chosen by it)
 
     def fields(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "dob": self.dob.isoformat(),
-                "gender": self.gender, "address": self.address, "district": self.district,
-                "ward": self.ward, "household": self.household_id, "province": self.province}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "dob": self.dob.isoformat(),
+            "gender": self.gender,
+            "address": self.address,
+            "district": self.district,
+            "ward": self.ward,
+            "household": self.household_id,
+            "province": self.province,
+        }
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -48,8 +57,12 @@ def health_from_fields(fields: dict[str, str]) -> HealthRecord:
 
 
 def status_fields(status: CardStatus, now: datetime) -> dict[str, str]:
-    return {"colour": status.colour, "reasons": json.dumps(status.reasons, ensure_ascii=False),
-            "rule_version": status.rule_version, "updated_at": now.isoformat()}
+    return {
+        "colour": status.colour,
+        "reasons": json.dumps(status.reasons, ensure_ascii=False),
+        "rule_version": status.rule_version,
+        "updated_at": now.isoformat(),
+    }
 
 
 def recompute(fields: dict[str, str], rules: RuleBook, now: datetime) -> dict[str, str]:
@@ -60,12 +73,17 @@ def recompute(fields: dict[str, str], rules: RuleBook, now: datetime) -> dict[st
 
 def status_view(fields: dict[str, str]) -> dict[str, object]:
     """The public status: colour, reasons, rule version, updated_at."""
-    return {"colour": fields.get("colour") or "none",
-            "reasons": json.loads(fields.get("reasons") or "[]"),
-            "rule_version": fields.get("rule_version") or "",
-            "updated_at": fields.get("updated_at") or datetime.now(UTC).isoformat()}
+    return {
+        "colour": fields.get("colour") or "none",
+        "reasons": json.loads(fields.get("reasons") or "[]"),
+        "rule_version": fields.get("rule_version") or "",
+        "updated_at": fields.get("updated_at") or datetime.now(UTC).isoformat(),
+    }
 
 
-def doses_json(doses: list[tuple[date, str]] | list[tuple[str, str, int]]) -> str:
-    return json.dumps([[d.isoformat() if isinstance(d, date) else d, *rest]
-                       for d, *rest in doses], ensure_ascii=False)
+def doses_json(doses: Sequence[tuple[object, ...]]) -> str:
+    """Doses as stored: ``[["2021-08-29", "AstraZeneca", 1], ...]``."""
+    return json.dumps(
+        [[d.isoformat() if isinstance(d, date) else d, *rest] for d, *rest in doses],
+        ensure_ascii=False,
+    )

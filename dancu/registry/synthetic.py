@@ -18,22 +18,37 @@ from dancu.registry.reference import hanoi_districts, hanoi_wards, provinces, vn
 
 # Age bands (years) and shares, shaped on Vietnam's 2019 census pyramid (assumption:
 # rounded by hand; Hà Nội's is close to the national one).
-AGE_BANDS = [(0, 5, 0.080), (5, 12, 0.115), (12, 18, 0.085), (18, 30, 0.180),
-             (30, 45, 0.235), (45, 60, 0.170), (60, 75, 0.095), (75, 95, 0.040)]
+AGE_BANDS = [
+    (0, 5, 0.080),
+    (5, 12, 0.115),
+    (12, 18, 0.085),
+    (18, 30, 0.180),
+    (30, 45, 0.235),
+    (45, 60, 0.170),
+    (60, 75, 0.095),
+    (75, 95, 0.040),
+]
 # Household sizes (2019 census: mean ≈ 3.5 in Hà Nội; assumption for the spread).
 HOUSEHOLD_SIZES = ([1, 2, 3, 4, 5, 6], [0.11, 0.20, 0.23, 0.26, 0.12, 0.08])
 # Late-2021 coverage (assumption after Hà Nội's reports for end of November 2021:
 # ~all adults had one dose, most had two; 12–17 started in November).
 COVERAGE = {"adult_one": 0.97, "adult_two": 0.92, "teen_one": 0.70, "teen_two": 0.20}
-VACCINES = (["AstraZeneca", "Pfizer", "Vero Cell", "Moderna", "Sputnik V"],
-            [0.42, 0.27, 0.21, 0.07, 0.03])
+VACCINES = (
+    ["AstraZeneca", "Pfizer", "Vero Cell", "Moderna", "Sputnik V"],
+    [0.42, 0.27, 0.21, 0.07, 0.03],
+)
 RECOVERED_SHARE = 0.003
 CHECKPOINTS_PER_MILLION = 5000
-CHECKPOINT_TYPES = {  # type: (share, capacity range)
-    "shop": (0.33, (5, 60)), "restaurant": (0.12, (10, 150)), "office": (0.15, (20, 800)),
-    "market": (0.05, (100, 3000)), "school": (0.06, (200, 2500)),
-    "hospital": (0.01, (200, 5000)), "gate": (0.02, (500, 20000)),
-    "home": (0.22, (1, 12)), "station": (0.04, (200, 8000)),
+CHECKPOINT_TYPES = {  # kind: (share, capacity range)
+    "shop": (0.33, (5, 60)),
+    "restaurant": (0.12, (10, 150)),
+    "office": (0.15, (20, 800)),
+    "market": (0.05, (100, 3000)),
+    "school": (0.06, (200, 2500)),
+    "hospital": (0.01, (200, 5000)),
+    "gate": (0.02, (500, 20000)),
+    "home": (0.22, (1, 12)),
+    "station": (0.04, (200, 8000)),
 }
 HOME_PROVINCE = "001"
 HOME_SHARE = 0.85  # assumption: most residents' births were registered in Hà Nội
@@ -77,8 +92,9 @@ class Checkpoint:
     capacity: int
 
 
-def _weighted(rng: np.random.Generator, n: int, weights: list[float] | tuple[float, ...]
-              ) -> np.ndarray:
+def _weighted(
+    rng: np.random.Generator, n: int, weights: list[float] | tuple[float, ...]
+) -> np.ndarray:
     p = np.asarray(weights, dtype=float)
     return rng.choice(len(p), size=n, p=p / p.sum())
 
@@ -121,8 +137,9 @@ class SyntheticCity:
         years = dob.astype("datetime64[Y]").astype(int) + 1970
         female = rng.random(m) < 0.503
         home = rng.random(m) < HOME_SHARE
-        prov = np.where(home, HOME_PROVINCE,
-                        self.other_provinces[rng.integers(0, len(self.other_provinces), m)])
+        prov = np.where(
+            home, HOME_PROVINCE, self.other_provinces[rng.integers(0, len(self.other_provinces), m)]
+        )
         # members mostly share the household's family name (assumption: 80%)
         own_family = _weighted(rng, m, self.names.family[1])
         family_idx = np.where(rng.random(m) < 0.8, hh_family[hh_of], own_family)
@@ -134,9 +151,10 @@ class SyntheticCity:
         rec_day = rng.integers(0, 140, size=m)
 
         ward_objs = [self.wards[i] for i in hh_ward]
-        addresses = [f"Số {h}, Tổ {g}, {w.name}, {w.district}, Hà Nội"
-                     for h, g, w in zip(hh_house.tolist(), hh_group.tolist(), ward_objs,
-                                        strict=True)]
+        addresses = [
+            f"Số {h}, Tổ {g}, {w.name}, {w.district}, Hà Nội"
+            for h, g, w in zip(hh_house.tolist(), hh_group.tolist(), ward_objs, strict=True)
+        ]
         hh_ids = [f"HH{self.plan.seed}-{index:04d}-{h:06d}" for h in range(len(hh_sizes))]
         members = hh_of.tolist()
         start = datetime(2021, 7, 1, tzinfo=UTC)
@@ -151,14 +169,18 @@ class SyntheticCity:
             address=[addresses[h] for h in members],
             household=[hh_ids[h] for h in members],
             doses=doses,
-            recovered_at=[start + timedelta(days=d) if r else None
-                          for r, d in zip(recovered.tolist(), rec_day.tolist(), strict=True)],
+            recovered_at=[
+                start + timedelta(days=d) if r else None
+                for r, d in zip(recovered.tolist(), rec_day.tolist(), strict=True)
+            ],
         )
 
     def _ids(self, prov: np.ndarray, years: np.ndarray, female: np.ndarray) -> list[str]:
         g = (years // 100 - 19) * 2 + female.astype(int)
-        prefixes = np.char.add(np.char.add(prov.astype(str), g.astype(str)),
-                               np.char.zfill((years % 100).astype(str), 2))
+        prefixes = np.char.add(
+            np.char.add(prov.astype(str), g.astype(str)),
+            np.char.zfill((years % 100).astype(str), 2),
+        )
         uniq, inverse = np.unique(prefixes, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse)
@@ -177,8 +199,9 @@ class SyntheticCity:
         serial = (counter * 7919 + offset) % 1_000_000
         return np.char.add(prefixes, np.char.zfill(serial.astype(str), 6)).tolist()
 
-    def _names(self, rng: np.random.Generator, family_idx: np.ndarray, female: np.ndarray
-               ) -> list[str]:
+    def _names(
+        self, rng: np.random.Generator, family_idx: np.ndarray, female: np.ndarray
+    ) -> list[str]:
         t = self.names
         fam = np.array(t.family[0])[family_idx]
         out = np.empty(len(female), dtype=object)
@@ -186,29 +209,36 @@ class SyntheticCity:
             k = int(mask.sum())
             mid = np.array(t.middle[gender][0])[_weighted(rng, k, t.middle[gender][1])]
             giv = np.array(t.given[gender][0])[_weighted(rng, k, t.given[gender][1])]
-            out[mask] = [f"{a} {b} {c}" for a, b, c in zip(fam[mask].tolist(), mid.tolist(),
-                                                            giv.tolist(), strict=True)]
+            out[mask] = [
+                f"{a} {b} {c}"
+                for a, b, c in zip(fam[mask].tolist(), mid.tolist(), giv.tolist(), strict=True)
+            ]
         return out.tolist()
 
-    def _doses(self, rng: np.random.Generator, age_days: np.ndarray
-               ) -> list[list[tuple[date, str]]]:
+    def _doses(
+        self, rng: np.random.Generator, age_days: np.ndarray
+    ) -> list[list[tuple[date, str]]]:
         m = len(age_days)
         age = age_days / 365.25
         adult, teen = age >= 18, (age >= 12) & (age < 18)
         u1, u2 = rng.random(m), rng.random(m)
         one = (adult & (u1 < COVERAGE["adult_one"])) | (teen & (u1 < COVERAGE["teen_one"]))
-        two = one & ((adult & (u2 < COVERAGE["adult_two"] / COVERAGE["adult_one"]))
-                     | (teen & (u2 < COVERAGE["teen_two"] / COVERAGE["teen_one"])))
+        two = one & (
+            (adult & (u2 < COVERAGE["adult_two"] / COVERAGE["adult_one"]))
+            | (teen & (u2 < COVERAGE["teen_two"] / COVERAGE["teen_one"]))
+        )
         first = np.datetime64("2021-06-01") + rng.integers(0, 110, m).astype("timedelta64[D]")
-        first = np.where(teen, np.datetime64("2021-11-01")
-                         + rng.integers(0, 20, m).astype("timedelta64[D]"), first)
+        first = np.where(
+            teen,
+            np.datetime64("2021-11-01") + rng.integers(0, 20, m).astype("timedelta64[D]"),
+            first,
+        )
         second = first + rng.integers(28, 60, m).astype("timedelta64[D]")
         as_of = np.datetime64(self.plan.as_of, "D")
         two &= second <= as_of
         vac = np.array(VACCINES[0])[_weighted(rng, m, VACCINES[1])]
         out: list[list[tuple[date, str]]] = []
-        f_l, s_l, v_l = first.astype(object).tolist(), second.astype(object).tolist(), \
-            vac.tolist()
+        f_l, s_l, v_l = first.astype(object).tolist(), second.astype(object).tolist(), vac.tolist()
         for i, (o, t) in enumerate(zip(one.tolist(), two.tolist(), strict=True)):
             if not o:
                 out.append([])
@@ -242,12 +272,21 @@ def checkpoints(plan: SeedPlan) -> list[Checkpoint]:
     for i, (k, w, x) in enumerate(zip(kinds, where, u, strict=True)):
         kind, ward = types[k], flat[w]
         lo, hi = CHECKPOINT_TYPES[kind][1]
-        out.append(Checkpoint(f"HN{codes[ward.district]}-{kind}-{i:06d}",
-                              f"{kind} {i} {ward.name}", kind, ward.district, ward.name,
-                              int(lo + x * (hi - lo))))
+        out.append(
+            Checkpoint(
+                f"HN{codes[ward.district]}-{kind}-{i:06d}",
+                f"{kind} {i} {ward.name}",
+                kind,
+                ward.district,
+                ward.name,
+                int(lo + x * (hi - lo)),
+            )
+        )
     return out
 
 
 def id_is_consistent(number: str, dob: date, gender: str) -> bool:
     """Used by tests: the generated ID encodes the resident's own birth year and gender."""
-    return number[3] == str(century_digit(dob.year, gender)) and number[4:6] == f"{dob.year % 100:02d}"
+    return (
+        number[3] == str(century_digit(dob.year, gender)) and number[4:6] == f"{dob.year % 100:02d}"
+    )

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 import faust
 
 from dancu.infra import topics
-from dancu.infra.clients import ClickHouseVisitSink, Clients
+from dancu.infra.clients import ClickHouseResidentSink, ClickHouseVisitSink, Clients
 from dancu.infra.settings import Settings
 from dancu.streams.scans import RawRecord, ScanRecorder
+from dancu.streams.statuses import StatusUpdater
 from dancu.tracing.events import DeadLetter
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,27 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         async for events in batches:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
             await recorder.record(batch)
+
+    health_topic = app.topic(
+        settings.topic(topics.HEALTH_RECORDS), value_serializer="raw", key_serializer="raw"
+    )
+    updater = StatusUpdater(
+        residents=clients.residents,
+        sink=ClickHouseResidentSink(clients.clickhouse, clients.pseudonymize),
+        dead_letters=FaustDeadLetters(dead_topic),
+        rules=clients.rules,
+        topic=health_topic.get_topic_name(),
+    )
+
+    @app.agent(health_topic, name="update_statuses")
+    async def update_statuses(stream: faust.StreamT) -> None:
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            200, within=settings.batch_seconds
+        )
+        async for events in batches:
+            await updater.apply(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
 
     @app.timer(interval=3600.0)
     async def forget_old_scans() -> None:

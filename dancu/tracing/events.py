@@ -101,3 +101,16 @@ class DeadLetter(BaseModel):
     partition: int | None = None
     offset: int | None = None
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class HealthRecordImported(BaseModel):
+    """A record from a source (vaccination centre, lab, hospital, declaration) matched to a
+    resident; the status agent applies it and recomputes the card colour."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_id: str
+    kind: str
+    person_id: PersonId
+    import_id: str
+    record: dict[str, object]

@@ -1,0 +1,40 @@
+"""Applying an imported health record to a resident's stored fields (pure)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _later(old: str | None, new: str) -> str:
+    return new if not old or old < new else old
+
+
+def apply_record(fields: dict[str, str], kind: str, record: dict[str, object]) -> dict[str, str]:
+    """The changed fields after one record; idempotent (re-applying changes nothing)."""
+    changes: dict[str, str] = {}
+    if kind == "vaccinations":
+        doses = json.loads(fields.get("doses") or "[]")
+        dose = int(record["dose"])  # type: ignore[call-overload]  # validated at import
+        if all(len(d) < 3 or d[2] != dose for d in doses):
+            doses.append([str(record["date"]), str(record["vaccine"]), dose])
+            doses.sort(key=lambda d: d[0])
+            changes["doses"] = json.dumps(doses, ensure_ascii=False)
+    elif kind == "f0-positives":
+        changes["f0_since"] = _later(fields.get("f0_since"), str(record["sample_time"]))
+    elif kind == "recoveries":
+        day = datetime.fromisoformat(str(record["recovered_date"])).date()
+        stamp = datetime.combine(day, time(0, 0), tzinfo=VN_TZ).isoformat()
+        changes["recovered_at"] = _later(fields.get("recovered_at"), stamp)
+    elif kind == "health-declarations":
+        changes["last_health_declaration"] = _later(
+            fields.get("last_health_declaration"), str(record["declared_at"])
+        )
+    elif kind == "travel-declarations":
+        changes["last_travel_declaration"] = _later(
+            fields.get("last_travel_declaration"), str(record["declared_at"])
+        )
+    return {k: v for k, v in changes.items() if fields.get(k) != v}

@@ -1,0 +1,179 @@
+"""The registry on the real services: residents loaded from an export, a vaccination
+import with every outcome, the live colour change at a gate, review, quality, seeding."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+RESIDENTS = """id,name,dob,gender,address,district,ward,household_id,nickname
+001090123456,Nguyễn Văn An,1990-03-15,Nam,"Số 12 Ngõ 34 Kim Mã",Ba Đình,Phường Kim Mã,H1,An
+001190654321,Trần Thị Bình,1990-07-01,Nữ,"Số 12 Ngõ 34 Kim Mã",Ba Đình,Phường Kim Mã,H1,
+001085111222,Lê Văn Cường,1985-01-20,Nam,"Số 3 Hàng Bài",Hoàn Kiếm,Phường Tràng Tiền,H2,
+001085111223,Phạm Văn Dũng,1985-01-20,Nam,"Số 3 Hàng Bài",Hoàn Kiếm,Phường Kim Mã,H2,
+099085111224,Vũ Văn Em,1985-01-20,Nam,"Số 3 Hàng Bài",Hoàn Kiếm,Phường Tràng Tiền,H2,
+"""
+
+VACCINATIONS = """person_id,name,dob,dose,vaccine,date,site,batch_no
+001090123456,nguyen van an,15/03/1990,1,AstraZeneca,2021-07-01,TYT Kim Mã,A1
+001090123456,NGUYỄN VĂN AN,1990-03-15,2,AstraZeneca,2021-09-01,TYT Kim Mã,A2
+001090123456,Nguyễn Văn An,1990-03-15,2,AstraZeneca,2021-09-01,TYT Kim Mã,A2
+001190654321,Trần Thị Bích Ngọc,1990-07-01,1,Pfizer,2021-08-01,TYT Kim Mã,B1
+001085999999,Đỗ Văn Giang,1985-02-02,1,Pfizer,2021-08-01,BV Bạch Mai,C1
+00108599999X,Đỗ Văn Giang,1985-02-02,1,Pfizer,2021-08-01,BV Bạch Mai,C1
+001085111222,Lê Văn Cường,1985-01-20,seven,Pfizer,2021-08-01,BV Bạch Mai,C1
+"""
+
+
+def gate(p: Platform, person_id: str, checkpoint: str = "HN001-restaurant-1") -> dict:
+    r = httpx.post(
+        f"{p.url}/v1/gate/check",
+        json={"checkpoint_id": checkpoint, "person_id": person_id},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def wait_for(check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not reached in time")
+
+
+def test_import_every_outcome_then_live_colour_change_at_the_gate(
+    platform: Platform, tmp_path: Path
+) -> None:
+    residents = tmp_path / "residents.csv"
+    residents.write_text(RESIDENTS, encoding="utf-8")
+    loaded = platform.run_cli(
+        "import", "residents", str(residents), "--outcomes", str(tmp_path / "res.jsonl")
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    report = orjson.loads(loaded.stdout)
+    assert report["outcomes"] == {"loaded": 3, "rejected": 2}
+    assert report["ignored_columns"] == ["nickname"]
+    lines = [orjson.loads(x) for x in (tmp_path / "res.jsonl").read_text().splitlines()]
+    assert [x["outcome"] for x in lines] == ["loaded"] * 3 + ["rejected"] * 2
+    assert "not a ward of Hoàn Kiếm" in lines[3]["reason"]
+    assert "unknown province code 099" in lines[4]["reason"]
+    again = orjson.loads(platform.run_cli("import", "residents", str(residents)).stdout)
+    assert again["outcomes"] == {"loaded": 3, "rejected": 2}  # re-loading changes nothing
+
+    platform.start()
+    r = httpx.post(
+        f"{platform.url}/v1/checkpoints",
+        json=[
+            {"checkpoint_id": "HN001-restaurant-1", "type": "restaurant", "district": "Ba Đình"},
+            {"checkpoint_id": "HN001-hospital-1", "type": "hospital", "district": "Ba Đình"},
+        ],
+    )
+    assert r.status_code == 201
+    before = gate(platform, "001090123456")
+    assert before["decision"] == "deny" and before["colour"] == "none"
+    assert "restaurant admits only green" in before["reasons"]
+    assert gate(platform, "001090123456", "HN001-hospital-1")["decision"] == "allow"
+
+    r = httpx.post(
+        f"{platform.url}/v1/imports/vaccinations?filename=vax.csv",
+        content=VACCINATIONS.encode(),
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    rep = r.json()
+    assert rep["rows"] == 7
+    assert rep["outcomes"] == {
+        "matched": 2,
+        "mismatch": 1,
+        "unknown-id": 1,
+        "invalid": 2,
+        "duplicate": 1,
+    }
+    assert rep["ignored_columns"] == ["batch_no"]
+    assert rep == httpx.get(f"{platform.url}/v1/imports/{rep['import_id']}").json()
+    records = [
+        orjson.loads(x)
+        for x in httpx.get(
+            f"{platform.url}/v1/imports/{rep['import_id']}/records"
+        ).text.splitlines()
+    ]
+    assert [x["row"] for x in records] == list(range(1, 8))
+    assert [x["outcome"] for x in records] == [
+        "matched",
+        "matched",
+        "duplicate",
+        "mismatch",
+        "unknown-id",
+        "invalid",
+        "invalid",
+    ]
+    assert "name does not match" in records[3]["reason"]
+    assert "dose: not a whole number" in records[6]["reason"]
+
+    # matched records flow through Kafka and update the resident live
+    wait_for(lambda: gate(platform, "001090123456")["colour"] == "green")
+    after = gate(platform, "001090123456")
+    assert after["decision"] == "allow" and any("2 doses" in x for x in after["reasons"])
+    status = httpx.get(f"{platform.url}/v1/residents/001090123456/status").json()
+    assert status["colour"] == "green" and status["rule_version"] == "hn-2021-10"
+
+    # re-importing the same file changes nothing
+    rep2 = httpx.post(
+        f"{platform.url}/v1/imports/vaccinations", content=VACCINATIONS.encode(), timeout=60
+    ).json()
+    assert rep2["outcomes"]["matched"] == 0 and rep2["outcomes"]["duplicate"] == 3
+
+    # the steward accepts the mismatch: Bình gets her dose
+    queue = httpx.get(f"{platform.url}/v1/review").json()
+    assert len(queue) == 1 and queue[0]["event"]["person_id"] == "001190654321"
+    r = httpx.post(f"{platform.url}/v1/review/{queue[0]['review_id']}", json={"decision": "accept"})
+    assert r.status_code == 200
+    wait_for(lambda: gate(platform, "001190654321")["colour"] == "yellow")
+    assert httpx.get(f"{platform.url}/v1/review").json() == []
+
+    q = httpx.get(f"{platform.url}/v1/quality", timeout=60).json()
+    assert q["completeness"]["residents"] == 3
+    assert q["completeness"]["by_district"]["Ba Đình"]["vaccination_share"] == 1.0
+    assert q["match_rates"]["by_source"]["vaccinations"]["matched"] == 2
+    assert "vaccinations" in q["freshness"]
+
+
+def test_bad_input_at_the_registry_routes(platform: Platform) -> None:
+    platform.start()
+    u = platform.url
+    assert httpx.post(f"{u}/v1/imports/vaccines", content=b"a,b\n1,2").status_code == 404
+    r = httpx.post(f"{u}/v1/imports/vaccinations", content=b"person_id,name\n1,2")
+    assert r.status_code == 422 and "needs column(s) dob, dose, vaccine, date" in r.json()["error"]
+    assert httpx.post(f"{u}/v1/imports/vaccinations", content=b"").status_code == 422
+    r = httpx.get(f"{u}/v1/residents/123/status")
+    assert r.status_code == 422 and "12 digits" in r.json()["error"]
+    assert httpx.get(f"{u}/v1/residents/001090123456/status").status_code == 404
+    r = httpx.post(f"{u}/v1/gate/check", json={"checkpoint_id": "x", "qr": "a|b"})
+    assert r.status_code == 422 and "expected 7 fields" in r.json()["error"]
+    r = httpx.post(f"{u}/v1/gate/check", json={"checkpoint_id": "x"})
+    assert r.status_code == 422 and "person_id or qr" in r.json()["error"]
+    assert httpx.get(f"{u}/v1/imports/imp-nope").status_code == 404
+
+
+def test_seed_two_hundred_thousand_residents(platform: Platform) -> None:
+    result = platform.run_cli("seed", "--residents", "200000", "--seed", "7", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = orjson.loads(result.stdout)
+    assert report["residents"] == 200_000 and report["checkpoints"] == 1000
+    assert sum(report["colours"].values()) == 200_000
+    platform.start()
+    q = httpx.get(f"{platform.url}/v1/quality", timeout=120).json()
+    assert q["completeness"]["residents"] == 200_000
+    assert len(q["completeness"]["by_district"]) == 30
+    assert 0.6 < q["completeness"]["vaccination_share"] < 0.95
