@@ -171,6 +171,15 @@ class RedisService(_Service):
         if shutil.which("redis-server") is None:
             _apt_install("redis-server")
 
+    def _ready(self) -> bool:
+        # The port opens while the append-only file is still loading; PING says LOADING.
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
     def _command(self) -> list[str]:
         return [
             "redis-server",

@@ -24,6 +24,11 @@ class RowError(ValueError):
 
 def parse_date(value: str, column: str) -> date:
     text = value.strip()
+    if len(text) == 10 and text[4] == "-":
+        try:
+            return date.fromisoformat(text)  # the common case, in C
+        except ValueError:
+            pass
     for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d%m%Y"):
         try:
             return datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a calendar date
@@ -206,18 +211,18 @@ def parse_row(kind: Kind, number: int, row: dict[str, str | None]) -> ParsedRow:
     missing = [c for c in kind.required if not clean.get(c, "").strip()]
     if missing:
         return ParsedRow(number, person_id, error="empty required column(s): " + ", ".join(missing))
-    check = check_id(person_id)
-    if not check.valid:
-        return ParsedRow(number, person_id, error="person_id: " + "; ".join(check.errors))
+    problems = []
+    record: dict[str, object] = {}
     try:
         record = kind.parse(clean)
     except (RowError, KeyError) as exc:
-        return ParsedRow(number, person_id, error=str(exc))
+        problems.append(str(exc))
     dob = record.get("dob")
-    if isinstance(dob, date):
-        consistency = check_id(person_id, dob=dob)
-        if not consistency.valid:
-            return ParsedRow(number, person_id, error="person_id: " + "; ".join(consistency.errors))
+    check = check_id(person_id, dob=dob if isinstance(dob, date) else None)
+    if not check.valid:
+        problems.insert(0, "person_id: " + "; ".join(check.errors))
+    if problems:
+        return ParsedRow(number, person_id, error="; ".join(problems))
     key = "|".join([kind.name, person_id, *(str(record[k]) for k in kind.key)])
     return ParsedRow(
         number,
