@@ -142,6 +142,42 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
     wait_for(lambda: gate(platform, "001190654321")["colour"] == "yellow")
     assert httpx.get(f"{platform.url}/v1/review").json() == []
 
+    # the camera reads An's card QR at the restaurant: allowed
+    qr = (
+        "001090123456|012345678|Nguyễn Văn An|15031990|Nam|Số 12 Ngõ 34 Kim Mã, Phường Kim Mã, "
+        "Quận Ba Đình, Hà Nội|10052021"
+    )
+    r = httpx.post(
+        f"{platform.url}/v1/gate/check", json={"checkpoint_id": "HN001-restaurant-1", "qr": qr}
+    )
+    assert r.json()["decision"] == "allow"
+
+    # a positive test imported from the command line turns An red at once
+    f0 = tmp_path / "f0.jsonl"
+    f0.write_bytes(
+        orjson.dumps(
+            {
+                "person_id": "001090123456",
+                "name": "Nguyễn Văn An",
+                "dob": "1990-03-15",
+                "sample_time": "2021-11-25T09:00:00",
+                "symptomatic": "yes",
+                "onset_date": "2021-11-24",
+            }
+        )
+        + b"\n{broken json\n"
+    )
+    done = platform.run_cli(
+        "import", "f0-positives", str(f0), "--outcomes", str(tmp_path / "f0-out.jsonl")
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["outcomes"]["matched"] == 1
+    f0_lines = (tmp_path / "f0-out.jsonl").read_text().splitlines()
+    assert [orjson.loads(x)["outcome"] for x in f0_lines] == ["matched", "invalid"]
+    wait_for(lambda: gate(platform, "001090123456")["colour"] == "red")
+    red = gate(platform, "001090123456", "HN001-hospital-1")
+    assert red["decision"] == "allow" and "F0 since 2021-11-25" in red["reasons"][0]
+
     q = httpx.get(f"{platform.url}/v1/quality", timeout=60).json()
     assert q["completeness"]["residents"] == 3
     assert q["completeness"]["by_district"]["Ba Đình"]["vaccination_share"] == 1.0
