@@ -30,8 +30,16 @@ def completeness(ch: ClickHouse) -> dict[str, Any]:
             "address_share": round(a / n, 4),
         }
         total, vacc, addr = total + n, vacc + v, addr + a
+    colours = ch.call(
+        lambda c: (
+            c.query(
+                f"SELECT colour, count() FROM {ch.db}.residents FINAL GROUP BY colour"
+            ).result_rows
+        )
+    )
     return {
         "residents": total,
+        "colours": {str(k): int(v) for k, v in colours},
         "vaccination_share": round(vacc / total, 4) if total else None,
         "address_share": round(addr / total, 4) if total else None,
         "by_district": by_district,
