@@ -91,3 +91,4 @@ class Clients:
             await self.lag.stop()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        self.residents.close_sync()

@@ -8,6 +8,7 @@ invalid, duplicate). Mismatches wait in a review queue for a data steward.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -60,12 +61,8 @@ class ImportReport:
 
 
 def _reason_key(reason: str) -> str:
-    """Group reasons without their per-row details (numbers, quoted values)."""
-    return (
-        reason.split(": ", 1)[0]
-        if reason.startswith(("person_id", "empty"))
-        else (reason.split("(")[0].strip())
-    )
+    """Group reasons without their per-row details (numbers and quoted values)."""
+    return re.sub(r"'[^']*'|\d+", "…", reason)
 
 
 class ImportLedger:

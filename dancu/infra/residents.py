@@ -4,6 +4,7 @@ ID for gate answers) and its pseudonymous copy in ClickHouse (analytics)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -102,12 +103,6 @@ class ResidentStore:
                 pipe.hset(self.key(person_id), mapping=fields)  # type: ignore[arg-type]
             await pipe.execute()
 
-    async def exists_many(self, ids: Sequence[str]) -> list[bool]:
-        async with self.r.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.exists(self.key(i))
-            return [bool(x) for x in await pipe.execute()]
-
 
 def _s(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -117,8 +112,6 @@ def resident_row(
     fields: dict[str, str], pseudonymize: Any, source: str, now: datetime | None = None
 ) -> list[object]:
     """The ClickHouse row of a resident: pseudonymous keys, no ID number, no name."""
-    import json
-
     return [
         pseudonymize(fields["id"]),
         pseudonymize("household:" + fields.get("household", "")),

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -50,7 +51,10 @@ def _csv(path: Path) -> tuple[list[str], Iterator[dict[str, str | None]]]:
 
 
 def _jsonl(path: Path) -> tuple[list[str], Iterator[dict[str, str | None]]]:
-    handle = open(path, "rb")  # noqa: SIM115 - closed by the iterator
+    return _jsonl_handle(open(path, "rb"), path.name)
+
+
+def _jsonl_handle(handle: BinaryIO, name: str) -> tuple[list[str], Iterator[dict[str, str | None]]]:
     first = None
     for line in handle:
         if line.strip():
@@ -63,7 +67,7 @@ def _jsonl(path: Path) -> tuple[list[str], Iterator[dict[str, str | None]]]:
     header = list(first) if isinstance(first, dict) else []
     if not header:
         handle.close()
-        raise TableError(f"{path.name}: the first line is not a JSON object")
+        raise TableError(f"{name}: the first line is not a JSON object")
 
     def rows() -> Iterator[dict[str, str | None]]:
         try:
@@ -90,11 +94,7 @@ def table_from_bytes(
 ) -> tuple[list[str], Iterator[dict[str, str | None]]]:
     """The same for an uploaded body (the API): JSON Lines if it starts with '{'."""
     if data.lstrip().startswith(b"{") or filename.endswith((".jsonl", ".ndjson")):
-        import tempfile
-
-        tmp = Path(tempfile.mkstemp(suffix=".jsonl")[1])
-        tmp.write_bytes(data)
-        return _jsonl(tmp)
+        return _jsonl_handle(io.BytesIO(data), filename)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
