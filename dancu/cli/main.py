@@ -47,6 +47,17 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _via_api(settings: Settings, method: str, path: str, timeout: float) -> bool:
+    """Ask the running process (the owner of the embedded store); False when none answers."""
+    try:
+        r = httpx.request(method, f"{settings.api_url}{path}", timeout=timeout)
+    except httpx.ConnectError:
+        return False
+    r.raise_for_status()
+    out.print_json(r.text)
+    return True
+
+
 def _print_status(rows: list[svc.ServiceStatus]) -> None:
     table = Table("service", "state", "endpoint", "pid")
     for r in rows:
@@ -137,13 +148,8 @@ def up(
 def rebuild() -> None:
     """Restore Redis's visit indexes from ClickHouse (through the running API if up)."""
     settings = _settings()
-    try:
-        r = httpx.post(f"{settings.api_url}/v1/admin/rebuild", timeout=600)
-        r.raise_for_status()
-        out.print_json(r.text)
+    if _via_api(settings, "POST", "/v1/admin/rebuild", timeout=600):
         return
-    except httpx.ConnectError:
-        pass  # nobody owns the store: open it here
     from dancu.infra.clickhouse import ClickHouse
     from dancu.infra.rebuild import rebuild_visit_index
     from dancu.infra.redis_store import VisitIndex, make_redis
@@ -170,12 +176,8 @@ def rebuild() -> None:
 def stats() -> None:
     """Print live stats (from the running API, or the stores directly when it is down)."""
     settings = _settings()
-    try:
-        r = httpx.get(f"{settings.api_url}/v1/stats/live", timeout=30)
-        out.print_json(r.text)
+    if _via_api(settings, "GET", "/v1/stats/live", timeout=30):
         return
-    except httpx.ConnectError:
-        pass
     from dancu.infra.clickhouse import ClickHouse
 
     ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
@@ -462,12 +464,8 @@ def review_reject(review_id: str) -> None:
 def quality() -> None:
     """Data quality: completeness per district, match rates, freshness per source."""
     settings = _settings()
-    try:
-        r = httpx.get(f"{settings.api_url}/v1/quality", timeout=120)
-        out.print_json(r.text)
+    if _via_api(settings, "GET", "/v1/quality", timeout=120):
         return
-    except httpx.ConnectError:
-        pass
     from dancu.infra.clickhouse import ClickHouse
     from dancu.infra.imports import ImportLedger
     from dancu.infra.quality import quality_report
