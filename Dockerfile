@@ -3,6 +3,12 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY dancu ./dancu
+COPY api ./api
+COPY streams ./streams
+COPY tracing ./tracing
+COPY registry ./registry
+COPY gate ./gate
+COPY infra ./infra
 RUN pip install --no-cache-dir .
 ENV DANCU_API_HOST=0.0.0.0
 EXPOSE 8765

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 ARGS ?=
 PYTEST_ARGS ?=
+SRC := dancu api streams tracing registry gate infra tests bench
 
 .PHONY: help setup services up test test-unit lint bench stop status clean
 
@@ -36,8 +37,8 @@ test-unit: setup ## Unit and functional tests only (no services)
 	$(BIN)/pytest -q tests/unit tests/functional
 
 lint: setup ## ruff format --check, ruff check, mypy
-	$(BIN)/ruff format --check dancu tests bench
-	$(BIN)/ruff check dancu tests bench
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/ruff check $(SRC)
 	$(BIN)/mypy
 
 bench: services ## Benchmarks: each prints its figure and its ratio to a raw baseline

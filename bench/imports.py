@@ -19,18 +19,18 @@ from pathlib import Path
 
 import uvloop
 
-from dancu.infra import services
-from dancu.infra.clickhouse import ClickHouse
-from dancu.infra.imports import Importer, ImportLedger
-from dancu.infra.kafka_io import create_topics, make_producer
-from dancu.infra.redis_store import CheckpointDirectory, make_redis
-from dancu.infra.residents import ResidentStore
-from dancu.infra.seed import seed_city
-from dancu.infra.settings import Settings
-from dancu.infra.tables import read_table
-from dancu.registry.cards import load_rulebook
-from dancu.registry.pseudonym import Pseudonymizer
-from dancu.registry.synthetic import SeedPlan, SyntheticCity
+from infra import services
+from infra.clickhouse import ClickHouse
+from infra.imports import Importer, ImportLedger
+from infra.kafka_io import create_topics, make_producer
+from infra.redis_store import CheckpointDirectory, make_redis
+from infra.residents import ResidentStore
+from infra.seed import seed_city
+from infra.settings import Settings
+from infra.tables import read_table
+from registry.cards import load_rulebook
+from registry.pseudonym import Pseudonymizer
+from registry.synthetic import SeedPlan, SyntheticCity
 from tests.integration.helpers import isolated_settings
 
 

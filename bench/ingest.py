@@ -21,11 +21,11 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dancu.infra import services
-from dancu.infra.clients import Clients
-from dancu.infra.kafka_io import create_topics, make_producer
-from dancu.infra.settings import Settings
-from dancu.streams.app import make_app
+from infra import services
+from infra.clients import Clients
+from infra.kafka_io import create_topics, make_producer
+from infra.settings import Settings
+from streams.app import make_app
 from tests.integration.helpers import isolated_settings, make_scans
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dancu.tracing.events import DeadLetter
-from dancu.tracing.visits import Visit
+from tracing.events import DeadLetter
+from tracing.visits import Visit
 
 
 class MemoryIndex:

@@ -2,8 +2,8 @@ from types import SimpleNamespace
 
 import httpx
 
-from dancu.api.app import create_app
-from dancu.infra.settings import Settings
+from api.app import create_app
+from infra.settings import Settings
 
 
 class Up:

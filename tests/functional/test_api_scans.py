@@ -5,8 +5,8 @@ import httpx
 import orjson
 import pytest
 
-from dancu.api.app import create_app
-from dancu.infra.settings import Settings
+from api.app import create_app
+from infra.settings import Settings
 
 
 class FakeProducer:

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from dancu.registry.pseudonym import Pseudonymizer
-from dancu.streams.scans import RawRecord, ScanRecorder
+from registry.pseudonym import Pseudonymizer
+from streams.scans import RawRecord, ScanRecorder
 from tests.fakes import MemoryDeadLetters, MemoryIndex, MemoryPlaces, MemorySink
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

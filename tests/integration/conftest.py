@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dancu.infra import services
-from dancu.infra.settings import Settings
+from infra import services
+from infra.settings import Settings
 from tests.integration.helpers import isolated_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -66,7 +66,7 @@ class Platform:
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "dancu.cli", *args],
+            [sys.executable, "-m", "dancu", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -78,7 +78,7 @@ class Platform:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dancu.cli", "up", "--no-simulate", "--no-services"],
+            [sys.executable, "-m", "dancu", "up", "--no-simulate", "--no-services"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

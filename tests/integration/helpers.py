@@ -4,8 +4,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dancu.infra.settings import Settings
-from dancu.registry.ids import make_id
+from infra.settings import Settings
+from registry.ids import make_id
 
 
 def isolated_settings(base: Settings, data_dir: Path, tag: str, **extra: object) -> Settings:

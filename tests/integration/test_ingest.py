@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from dancu.infra.redis_store import VisitIndex
+from infra.redis_store import VisitIndex
 from tests.integration.conftest import Platform
 from tests.integration.helpers import make_scans
 

@@ -2,7 +2,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from dancu.registry.cards import HealthRecord, card_colour, load_rulebook
+from registry.cards import HealthRecord, card_colour, load_rulebook
 
 NOW = datetime(2021, 11, 20, 9, 0, tzinfo=UTC)
 BOOK = load_rulebook()

@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from dancu.registry.cccd import parse_cccd
-from dancu.registry.errors import InvalidQrPayload
+from registry.cccd import parse_cccd
+from registry.errors import InvalidQrPayload
 
 TODAY = date(2026, 11, 27)
 GOOD = (

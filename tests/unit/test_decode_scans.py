@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from dancu.streams.scans import RawRecord, decode_scans
+from streams.scans import RawRecord, decode_scans
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from dancu.registry.errors import InvalidPersonalId
-from dancu.registry.ids import check_id, make_id, validate_id
+from registry.errors import InvalidPersonalId
+from registry.ids import check_id, make_id, validate_id
 
 TODAY = date(2026, 11, 27)
 

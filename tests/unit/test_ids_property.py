@@ -3,8 +3,8 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dancu.registry.ids import check_id, make_id
-from dancu.registry.reference import provinces
+from registry.ids import check_id, make_id
+from registry.reference import provinces
 
 
 @given(

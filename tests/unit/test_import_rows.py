@@ -2,9 +2,9 @@ from datetime import date
 
 import pytest
 
-from dancu.registry.health import apply_record
-from dancu.registry.imports import KINDS, RowError, header_problems, parse_resident, parse_row
-from dancu.registry.reference import hanoi_wards
+from registry.health import apply_record
+from registry.imports import KINDS, RowError, header_problems, parse_resident, parse_row
+from registry.reference import hanoi_wards
 
 VAX = KINDS["vaccinations"]
 ROW = {

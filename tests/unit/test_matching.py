@@ -1,6 +1,6 @@
 from datetime import date
 
-from dancu.registry.matching import name_similarity, normalise_name, verify
+from registry.matching import name_similarity, normalise_name, verify
 
 
 def test_names_compare_without_diacritics_case_or_spacing() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from dancu.infra.settings import Settings
+from infra.settings import Settings
 
 
 def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

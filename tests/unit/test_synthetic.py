@@ -1,9 +1,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dancu.registry.ids import check_id
-from dancu.registry.reference import hanoi_wards
-from dancu.registry.synthetic import SeedPlan, SyntheticCity, checkpoints
+from registry.ids import check_id
+from registry.reference import hanoi_wards
+from registry.synthetic import SeedPlan, SyntheticCity, checkpoints
 
 
 def city(n: int, seed: int) -> list:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from dancu.infra.tables import TableError, read_table, table_from_bytes
+from infra.tables import TableError, read_table, table_from_bytes
 
 
 def test_csv_with_bom_and_short_rows(tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""The FastAPI app factory. The lifespan builds clients once; extra lifespans (the Faust
+worker, the simulator) are composed in by the CLI, so api/ never imports streams/."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from importlib import metadata, resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from api import errors
+from api.routes import (
+    admin,
+    checkpoints,
+    health,
+    imports,
+    quality,
+    residents,
+    scans,
+    stats,
+)
+from infra.clickhouse import ClickHouse
+from infra.clients import Clients
+from infra.settings import Settings
+
+Extra = Callable[[FastAPI, Clients], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clickhouse: ClickHouse | None = None,
+    extras: Sequence[Extra] = (),
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        clients = await Clients.open(settings, clickhouse)
+        app.state.clients = clients
+        async with AsyncExitStack() as stack:
+            try:
+                for extra in extras:
+                    await stack.enter_async_context(extra(app, clients))
+                yield
+            finally:
+                await stack.aclose()
+                await clients.close()
+
+    app = FastAPI(title="dancu", version=metadata.version("dancu"), lifespan=lifespan)
+    errors.install(app)
+    for module in (health, scans, stats, checkpoints, admin, imports, residents, quality):
+        app.include_router(module.router)
+
+    page = resources.files("api").joinpath("static", "dashboard.html").read_text("utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> str:
+        return page
+
+    return app

@@ -1,0 +1,115 @@
+"""Resident status and gate checks, answered from Redis. Every read of a resident's record
+is written to the append-only audit log (who, what, when, why)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, Field, model_validator
+
+from api.deps import ClientsDep
+from api.errors import ApiError, BadInput
+from infra.clients import Clients
+from registry.cards import gate_decision
+from registry.cccd import parse_cccd
+from registry.errors import InvalidQrPayload
+from registry.ids import check_id
+from registry.residents import status_view
+
+router = APIRouter(prefix="/v1", tags=["residents"])
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class ResidentStatus(BaseModel):
+    colour: Literal["green", "yellow", "red", "none"]
+    reasons: list[str]
+    rule_version: str
+    updated_at: str
+
+
+async def audit(clients: Clients, actor: str, action: str, person_id: str, why: str) -> None:
+    await clients.redis.xadd(
+        f"{clients.settings.redis_prefix}audit",
+        {
+            "at": datetime.now(UTC).isoformat(),
+            "actor": actor,
+            "action": action,
+            "person_key": clients.pseudonymize(person_id),
+            "why": why,
+        },
+    )
+
+
+def _valid_id(person_id: str) -> str:
+    result = check_id(person_id)
+    if not result.valid:
+        raise BadInput("invalid personal ID: " + "; ".join(result.errors))
+    return person_id
+
+
+@router.get("/residents/{person_id}/status", response_model=ResidentStatus)
+async def resident_status(
+    person_id: str,
+    clients: ClientsDep,
+    x_actor: str = Header(default="anonymous", description="who is asking"),
+    x_purpose: str = Header(default="status lookup", description="why"),
+) -> dict[str, Any]:
+    fields = await clients.residents.get(_valid_id(person_id))
+    await audit(clients, x_actor, "status", person_id, x_purpose)
+    if fields is None:
+        raise NotFound(f"ID {person_id} is not in the registry")
+    return status_view(fields)
+
+
+class GateCheck(BaseModel):
+    checkpoint_id: str = Field(min_length=1)
+    person_id: str | None = None
+    qr: str | None = Field(default=None, description="raw CCCD QR text read by the camera")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> GateCheck:
+        if not self.person_id and not self.qr:
+            raise ValueError("give person_id or qr")
+        return self
+
+
+class GateDecision(BaseModel):
+    decision: Literal["allow", "deny"]
+    colour: Literal["green", "yellow", "red", "none"]
+    reasons: list[str]
+
+
+@router.post("/gate/check", response_model=GateDecision)
+async def gate_check(
+    body: GateCheck, clients: ClientsDep, x_actor: str = Header(default="device")
+) -> GateDecision:
+    """Allow or deny at a checkpoint by the resident's card colour and the place's policy."""
+    if body.qr:
+        try:
+            person_id = parse_cccd(body.qr).id
+        except InvalidQrPayload as exc:
+            raise BadInput("; ".join(exc.errors)) from exc
+    else:
+        person_id = _valid_id(str(body.person_id))
+    fields = await clients.residents.get(person_id)
+    place = (await clients.checkpoints.lookup([body.checkpoint_id]))[body.checkpoint_id]
+    if not place:
+        raise NotFound(f"checkpoint {body.checkpoint_id!r} is not registered")
+    await audit(clients, x_actor, "gate-check", person_id, body.checkpoint_id)
+    if fields is None:
+        return GateDecision(
+            decision="deny", colour="none", reasons=["ID not found in the registry"]
+        )
+    status = status_view(fields)
+    allow, why = gate_decision(clients.rules, place.get("type", "other"), str(status["colour"]))
+    reasons = cast(list[str], status["reasons"])
+    return GateDecision(
+        decision="allow" if allow else "deny",
+        colour=status["colour"],  # type: ignore[arg-type]  # a stored Colour
+        reasons=[*reasons, why],
+    )

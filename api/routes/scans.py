@@ -1,0 +1,95 @@
+"""POST /v1/scans: one scan or a device batch → Kafka ``scans``.
+
+Every item is validated; good items are produced (grouped per checkpoint, one record
+per group), bad ones are reported by index. All bad → 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
+
+from api.deps import ClientsDep
+from api.errors import BadInput, TooLarge
+from infra import topics
+from tracing.events import ScanRecorded
+
+router = APIRouter(prefix="/v1", tags=["scans"])
+MAX_BATCH = 10_000
+
+
+class ScanRejected(BaseModel):
+    index: int
+    scan_id: str | None
+    errors: list[str]
+
+
+class ScansAccepted(BaseModel):
+    accepted: int
+    rejected: list[ScanRejected]
+
+
+def _errors(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(x) for x in e['loc']) or 'scan'}: {e['msg']}" for e in exc.errors()]
+
+
+def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[ScanRejected]]:
+    if isinstance(body, dict) and isinstance(body.get("scans"), list):
+        items = body["scans"]
+    elif isinstance(body, list):
+        items = body
+    elif isinstance(body, dict):
+        items = [body]
+    else:
+        raise BadInput('body must be a scan object, a list of scans, or {"scans": [...]}')
+    if not items:
+        raise BadInput("no scans in the body")
+    if len(items) > MAX_BATCH:
+        raise TooLarge(f"at most {MAX_BATCH} scans per request, got {len(items)}")
+    good: list[ScanRecorded] = []
+    bad: list[ScanRejected] = []
+    for i, item in enumerate(items):
+        sid = item.get("scan_id") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            bad.append(ScanRejected(index=i, scan_id=None, errors=["scan must be an object"]))
+            continue
+        try:
+            scan = ScanRecorded.model_validate(item)
+            scan.check_not_future(now)
+        except ValidationError as exc:
+            bad.append(
+                ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=_errors(exc))
+            )
+            continue
+        except ValueError as exc:
+            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=[str(exc)]))
+            continue
+        good.append(scan)
+    return good, bad
+
+
+@router.post("/scans", status_code=202, response_model=ScansAccepted)
+async def post_scans(request: Request, clients: ClientsDep) -> ScansAccepted:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"body is not valid JSON: {exc}") from exc
+    good, bad = parse_scans(body, datetime.now(UTC))
+    if not good:
+        raise BadInput("no valid scan in the request", details=[b.model_dump() for b in bad])
+    groups: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for s in good:
+        groups[s.checkpoint_id].append(s.model_dump(mode="json", exclude_none=True))
+    topic = clients.settings.topic(topics.SCANS)
+    futures = []
+    for checkpoint_id, scans in groups.items():
+        payload = orjson.dumps(scans[0] if len(scans) == 1 else scans)
+        futures.append(await clients.producer.send(topic, payload, key=checkpoint_id.encode()))
+    await asyncio.gather(*futures)  # durable in Kafka before we answer
+    return ScansAccepted(accepted=len(good), rejected=bad)

@@ -1,0 +1,3 @@
+from dancu.main import main
+
+main()

@@ -1,1 +1,0 @@
-"""The ``dancu`` command: the composition root. Nothing imports it."""

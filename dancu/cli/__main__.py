@@ -1,3 +1,0 @@
-from dancu.cli.main import main
-
-main()

@@ -1,0 +1,142 @@
+"""Wiring the all-in-one process: API + Faust worker + ClickHouse sink + simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+
+from api.app import Extra, create_app
+from gate.simulate import TrafficSimulator
+from infra.clients import Clients
+from infra.settings import Settings
+from streams.app import make_app
+
+console = Console(stderr=True)
+
+
+@dataclass
+class RunOptions:
+    role: str = "all"  # all | worker | api
+    simulate: bool = True
+    rate: float = 200.0
+    duration: float | None = None
+    drain_timeout: float = 60.0
+
+
+@dataclass
+class RunSummary:
+    produced: int = 0
+    processed: int = 0
+    lag: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def faust_worker(settings: Settings) -> Extra:
+    @asynccontextmanager
+    async def run(_: FastAPI, clients: Clients) -> AsyncIterator[None]:
+        app = make_app(settings, clients)
+        await app.start()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(app.stop(), 30)
+
+    return run
+
+
+def simulator_and_timer(
+    settings: Settings, options: RunOptions, on_done: Callable[[], None], summary: RunSummary
+) -> Extra:
+    @asynccontextmanager
+    async def run(_: FastAPI, clients: Clients) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        start_processed = await clients.index.processed()
+        started = time.monotonic()
+        sim = TrafficSimulator(settings.api_url, rate=options.rate) if options.simulate else None
+        sim_task = None
+
+        async def start_sim() -> None:
+            await asyncio.sleep(0.5)  # let uvicorn bind before the devices post
+            assert sim is not None
+            await sim.run(stop)
+
+        if sim is not None:
+            sim_task = asyncio.create_task(start_sim())
+
+        async def timer() -> None:
+            assert options.duration is not None
+            await asyncio.sleep(options.duration)
+            stop.set()
+            if sim_task:
+                with contextlib.suppress(Exception):
+                    await sim_task
+            deadline = time.monotonic() + options.drain_timeout
+            lag = None
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    lag = await clients.lag.lag()
+                if lag == 0:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.5)  # the last batch's Redis counters
+            summary.produced = sim.stats.produced if sim else 0
+            summary.processed = await clients.index.processed() - start_processed
+            summary.lag = lag
+            summary.seconds = time.monotonic() - started
+            on_done()
+
+        timer_task = asyncio.create_task(timer()) if options.duration else None
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in (sim_task, timer_task):
+                if t and not t.done():
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+
+    return run
+
+
+def serve(settings: Settings, options: RunOptions) -> RunSummary:
+    """Run the platform until interrupted (or for ``options.duration`` seconds)."""
+    logging.basicConfig(level=settings.log_level)
+    summary = RunSummary()
+    servers: list[uvicorn.Server] = []
+
+    def stop_server() -> None:
+        servers[0].should_exit = True
+
+    extras: list[Extra] = []
+    if options.role in ("all", "worker"):
+        extras.append(faust_worker(settings))
+    if options.role == "all":
+        extras.append(simulator_and_timer(settings, options, stop_server, summary))
+    app = create_app(settings, extras=extras)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+            loop="uvloop",
+        )
+    )
+    servers.append(server)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)
+    return summary

@@ -1,0 +1,187 @@
+"""ClickHouse adapter: one client (chDB in process, or a server over HTTP), versioned
+migrations, the columnar visit sink and the analytics queries.
+
+chDB and the sync client block: every call goes through :meth:`ClickHouse.call` under one
+lock, and async callers run it in a worker thread (``asyncio.to_thread``), never on the loop.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from tracing.visits import Visit
+
+T = TypeVar("T")
+_VERSION = re.compile(r"^(\d{4})_.*\.sql$")
+
+VISIT_COLUMNS = [
+    "scan_id",
+    "person_key",
+    "checkpoint_id",
+    "district",
+    "ward",
+    "t_in",
+    "t_out",
+    "source",
+    "recorded_at",
+]
+
+
+def connect(url: str) -> Client:
+    if url.startswith("chdb:"):
+        return clickhouse_connect.get_client(dsn=url)
+    return clickhouse_connect.get_client(dsn=url, connect_timeout=5, send_receive_timeout=60)
+
+
+class ClickHouse:
+    """The project's ClickHouse: a database name, a client, a lock."""
+
+    def __init__(self, url: str, database: str) -> None:
+        self.url = url
+        self.db = database
+        self._client: Client | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = connect(self.url)
+        return self._client
+
+    def call(self, fn: Callable[[Client], T]) -> T:
+        with self._lock:
+            return fn(self.client)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # Schema ---------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply the versioned migration files not yet applied; returns versions applied."""
+
+        def apply(c: Client) -> list[int]:
+            c.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+            c.command(
+                f"CREATE TABLE IF NOT EXISTS {self.db}.schema_migrations "
+                "(version UInt32, name String, applied_at DateTime64(3, 'UTC')) "
+                "ENGINE = MergeTree ORDER BY version"
+            )
+            done = {
+                r[0]
+                for r in c.query(f"SELECT version FROM {self.db}.schema_migrations").result_rows
+            }
+            applied = []
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                for statement in filter(None, (s.strip() for s in sql.split(";"))):
+                    if not all(
+                        line.lstrip().startswith("--") or not line.strip()
+                        for line in statement.splitlines()
+                    ):
+                        c.command(statement.replace("{db}", self.db))
+                c.insert(
+                    f"{self.db}.schema_migrations",
+                    [[version, name, datetime.now(UTC)]],
+                    column_names=["version", "name", "applied_at"],
+                )
+                applied.append(version)
+            return applied
+
+        return self.call(apply)
+
+    # Visits ---------------------------------------------------------------------------
+    def insert_visits(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
+        """Columnar insert of a batch of visits (one insert per batch)."""
+        if not visits:
+            return
+        now = datetime.now(UTC)
+        cols: list[list[Any]] = [[] for _ in VISIT_COLUMNS]
+        for v in visits:
+            place = places.get(v.checkpoint_id) or {}
+            row = (
+                v.scan_id,
+                v.person_key,
+                v.checkpoint_id,
+                place.get("district", "unknown"),
+                place.get("ward", ""),
+                v.t_in,
+                v.t_out,
+                v.source,
+                now,
+            )
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+        self.call(
+            lambda c: c.insert(
+                f"{self.db}.visits", cols, column_names=VISIT_COLUMNS, column_oriented=True
+            )
+        )
+
+    def visit_totals(self) -> tuple[int, int]:
+        """(distinct scans, raw rows) in the visits table."""
+        row = self.call(
+            lambda c: c.query(
+                f"SELECT uniqExact(scan_id), count() FROM {self.db}.visits"
+            ).result_rows[0]
+        )
+        return int(row[0]), int(row[1])
+
+    def visits_by_district(self) -> dict[str, int]:
+        rows = self.call(
+            lambda c: (
+                c.query(
+                    f"SELECT district, uniqExact(scan_id) FROM {self.db}.visits GROUP BY district "
+                    "ORDER BY district"
+                ).result_rows
+            )
+        )
+        return {str(d): int(n) for d, n in rows}
+
+    def iter_visits(self, since: datetime, chunk: int = 50_000) -> Iterator[list[Visit]]:
+        """Visits since a time, deduplicated, in chunks (for rebuilding Redis)."""
+        sql = (
+            "SELECT scan_id, any(person_key), any(checkpoint_id), any(t_in), any(t_out), "
+            f"any(source) FROM {self.db}.visits WHERE t_in >= %(since)s "
+            "GROUP BY scan_id ORDER BY scan_id LIMIT %(limit)s OFFSET %(offset)s"
+        )
+        offset = 0
+        while True:
+            params: dict[str, object] = {"since": since, "limit": chunk, "offset": offset}
+
+            def fetch(c: Client, p: dict[str, object] = params) -> list[Any]:
+                return list(c.query(sql, parameters=p).result_rows)
+
+            rows = self.call(fetch)
+            if not rows:
+                return
+            yield [Visit(r[0], r[1], r[2], _utc(r[3]), _utc(r[4]), r[5]) for r in rows]
+            offset += chunk
+
+    def ping(self) -> None:
+        self.call(lambda c: c.query("SELECT 1"))
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The migration files shipped in infra/migrations, in version order."""
+    folder = resources.files("infra").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        m = _VERSION.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text("utf-8")))
+    return sorted(found)

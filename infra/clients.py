@@ -1,0 +1,94 @@
+"""Clients built once per process and injected (STYLE.md §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+
+from infra.clickhouse import ClickHouse
+from infra.imports import ImportLedger
+from infra.kafka_io import KafkaLag, make_producer
+from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
+from infra.residents import ResidentStore, insert_residents, resident_row
+from infra.settings import Settings
+from registry.cards import RuleBook, load_rulebook
+from registry.pseudonym import Pseudonymizer
+from tracing.visits import Visit
+
+
+class ClickHouseVisitSink:
+    """The visit sink port on ClickHouse, off the event loop."""
+
+    def __init__(self, clickhouse: ClickHouse) -> None:
+        self.clickhouse = clickhouse
+
+    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
+        await asyncio.to_thread(self.clickhouse.insert_visits, visits, places)
+
+
+class ClickHouseResidentSink:
+    """The resident sink port on ClickHouse: pseudonymous rows, off the event loop."""
+
+    def __init__(self, clickhouse: ClickHouse, pseudonymize: Callable[[str], str]) -> None:
+        self.clickhouse = clickhouse
+        self.pseudonymize = pseudonymize
+
+    async def upsert(self, residents: Sequence[dict[str, str]]) -> None:
+        now = datetime.now(UTC)
+        rows = [resident_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
+        await asyncio.to_thread(insert_residents, self.clickhouse, rows)
+
+
+@dataclass
+class Clients:
+    settings: Settings
+    redis: Redis
+    clickhouse: ClickHouse
+    producer: AIOKafkaProducer
+    lag: KafkaLag
+    index: VisitIndex
+    checkpoints: CheckpointDirectory
+    pseudonymize: Pseudonymizer
+    residents: ResidentStore
+    ledger: ImportLedger
+    rules: RuleBook
+
+    @classmethod
+    async def open(cls, settings: Settings, clickhouse: ClickHouse | None = None) -> Clients:
+        redis = make_redis(settings.redis_url)
+        ch = clickhouse or ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
+        await asyncio.to_thread(ch.migrate)
+        producer = make_producer(settings)
+        await producer.start()
+        lag = KafkaLag(settings)
+        await lag.start()
+        return cls(
+            settings=settings,
+            redis=redis,
+            clickhouse=ch,
+            producer=producer,
+            lag=lag,
+            index=VisitIndex(
+                redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
+            ),
+            checkpoints=CheckpointDirectory(redis, settings.redis_prefix),
+            pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
+            residents=ResidentStore(redis, settings.redis_prefix),
+            ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
+            rules=load_rulebook(),
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await self.lag.stop()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        self.residents.close_sync()

@@ -1,0 +1,118 @@
+"""Kafka adapters: readiness, topic creation, a JSON producer and consumer lag."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterable, Sequence
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from infra import topics
+from infra.settings import Settings
+
+
+def broker_ready(bootstrap: str, timeout: float = 5.0) -> bool:
+    """True when the broker answers a metadata request (not merely an open port)."""
+
+    async def probe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await asyncio.wait_for(admin.start(), timeout)
+            await asyncio.wait_for(admin.describe_cluster(), timeout)
+            return True
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    return asyncio.run(probe())
+
+
+async def create_topics(settings: Settings, names: Iterable[str] = topics.ALL) -> list[str]:
+    """Create the project's topics if missing (idempotent); returns the real names."""
+    real = [settings.topic(n) for n in names]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(t, settings.kafka.partitions, 1) for t in real if t not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()
+    return real
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    """An idempotence-free, batching producer: scans are deduplicated by scan_id downstream."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "linger_ms": 5,
+        "max_batch_size": 1 << 20,
+        "max_request_size": 8 << 20,
+        "acks": 1,
+        "client_id": f"{settings.app_id}-producer",
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def dumps(value: object) -> bytes:
+    return orjson.dumps(value)
+
+
+class KafkaLag:
+    """Consumer lag of the worker's group on a topic: end offsets minus committed offsets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await self._admin.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            client_id=f"lag-{uuid.uuid4().hex[:6]}",
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer:
+            await self._consumer.stop()
+        if self._admin:
+            await self._admin.close()
+
+    async def lag(self, logical_topic: str = topics.SCANS) -> int:
+        assert self._admin and self._consumer, "KafkaLag.start() first"
+        topic = self.settings.topic(logical_topic)
+        parts = self._consumer.partitions_for_topic(topic)
+        if not parts:
+            await self._consumer._client.force_metadata_update()
+            parts = self._consumer.partitions_for_topic(topic) or set()
+        tps: Sequence[TopicPartition] = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return 0
+        ends = await self._consumer.end_offsets(list(tps))
+        committed = await self._admin.list_consumer_group_offsets(
+            self.settings.app_id, partitions=list(tps)
+        )
+        total = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            total += max(0, ends[tp] - done)
+        return total
+
+    async def ping(self) -> None:
+        assert self._admin, "KafkaLag.start() first"
+        await asyncio.wait_for(self._admin.describe_cluster(), 3.0)

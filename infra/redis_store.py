@@ -1,0 +1,157 @@
+"""Redis adapters: the visit indexes (who was where, when), scan dedup and live counters.
+
+Keys (all under ``Settings.redis_prefix``):
+- ``v:p:<person_key>`` sorted set, score t_in, member ``scan_id|checkpoint_id|t_out``
+- ``v:c:<checkpoint_id>`` sorted set, score t_in, member ``scan_id|person_key|t_out``
+- ``seen:<bucket>`` sorted sets of recorded scan ids (dedup), trimmed to the tracing window
+- ``stats:processed`` and ``stats:sec:<epoch>`` counters for the live dashboard
+- ``cp:<checkpoint_id>`` hash: district, ward, type, capacity
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from redis.asyncio import Redis
+
+from tracing.visits import Visit
+
+# Dedup marks live in sorted sets (score = t_in) sharded by crc32(scan_id).
+SEEN_BUCKETS = 64
+
+
+def make_redis(url: str) -> Redis:
+    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+class VisitIndex:
+    """The hot window of visits in Redis, written in pipelines (one round trip per batch)."""
+
+    def __init__(self, redis: Redis, prefix: str, window: timedelta) -> None:
+        self.r = redis
+        self.p = prefix
+        self.window_s = int(window.total_seconds())
+
+    def _person(self, key: str) -> str:
+        return f"{self.p}v:p:{key}"
+
+    def _checkpoint(self, cp: str) -> str:
+        return f"{self.p}v:c:{cp}"
+
+    def _seen_bucket(self, scan_id: str) -> str:
+        return f"{self.p}seen:{zlib.crc32(scan_id.encode()) % SEEN_BUCKETS}"
+
+    async def unseen(self, scan_ids: Sequence[str]) -> list[bool]:
+        """For each scan id: True when it has not been recorded yet (one ZMSCORE a bucket)."""
+        if not scan_ids:
+            return []
+        by_bucket: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(scan_ids):
+            by_bucket[self._seen_bucket(s)].append(i)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for bucket, idx in by_bucket.items():
+                pipe.zmscore(bucket, [scan_ids[i] for i in idx])
+            found = await pipe.execute()
+        fresh = [True] * len(scan_ids)
+        for idx, scores in zip(by_bucket.values(), found, strict=True):
+            for i, score in zip(idx, scores, strict=True):
+                fresh[i] = score is None
+        return fresh
+
+    async def add(self, visits: Iterable[Visit], *, count: bool = True) -> int:
+        """Index visits and mark their scans seen; idempotent (members carry the scan id).
+
+        Commands are grouped per key (a batch has few checkpoints and seen buckets), so a
+        batch costs about two commands per distinct person.
+        """
+        now = int(time.time())
+        people: dict[str, dict[str, float]] = defaultdict(dict)
+        places: dict[str, dict[str, float]] = defaultdict(dict)
+        seen: dict[str, dict[str, float]] = defaultdict(dict)
+        for v in visits:
+            t_in = v.t_in.timestamp()
+            t_out = int(v.t_out.timestamp())
+            people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
+            places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = t_in
+            seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
+        n = sum(len(m) for m in seen.values())
+        if not n:
+            return 0
+        # MULTI/EXEC: a crash never leaves scans marked seen without being counted.
+        async with self.r.pipeline(transaction=True) as pipe:
+            for group in (people, places):
+                for key, members in group.items():
+                    pipe.zadd(key, members)
+                    pipe.expire(key, self.window_s)
+            for key, members in seen.items():
+                pipe.zadd(key, members)
+            if count:
+                pipe.incrby(f"{self.p}stats:processed", n)
+                sec = f"{self.p}stats:sec:{now}"
+                pipe.incrby(sec, n)
+                pipe.expire(sec, 120)
+            await pipe.execute()
+        return n
+
+    async def forget_before(self, cutoff: float) -> None:
+        """Drop dedup marks older than the tracing window (called periodically)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for b in range(SEEN_BUCKETS):
+                pipe.zremrangebyscore(f"{self.p}seen:{b}", "-inf", cutoff)
+            await pipe.execute()
+
+    async def processed(self) -> int:
+        return int(await self.r.get(f"{self.p}stats:processed") or 0)
+
+    async def rate(self, seconds: int = 10) -> float:
+        """Scans recorded per second over the last ``seconds`` whole seconds."""
+        now = int(time.time())
+        keys = [f"{self.p}stats:sec:{t}" for t in range(now - seconds, now)]
+        values = await self.r.mget(keys)
+        return sum(int(v or 0) for v in values) / seconds
+
+    async def count_indexed(self) -> tuple[int, int]:
+        """Distinct visits in the person index and in the checkpoint index (a full scan)."""
+        totals = []
+        for kind in ("p", "c"):
+            members: set[str] = set()
+            async for key in self.r.scan_iter(match=f"{self.p}v:{kind}:*", count=1000):
+                for m in await self.r.zrange(key, 0, -1):
+                    members.add(str(m).split("|", 1)[0])
+            totals.append(len(members))
+        return totals[0], totals[1]
+
+
+class CheckpointDirectory:
+    """Checkpoint metadata (district, ward, type) for enriching visits; cached in process."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.r = redis
+        self.p = prefix
+        self._cache: dict[str, dict[str, str]] = {}
+
+    async def put_many(self, checkpoints: Iterable[dict[str, str]]) -> int:
+        n = 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for cp in checkpoints:
+                pipe.hset(f"{self.p}cp:{cp['checkpoint_id']}", mapping=dict(cp))  # type: ignore[arg-type]  # str values
+                self._cache.pop(cp["checkpoint_id"], None)
+                n += 1
+            if n:
+                await pipe.execute()
+        return n
+
+    async def lookup(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        missing = [i for i in set(ids) if i not in self._cache]
+        if missing:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for i in missing:
+                    pipe.hgetall(f"{self.p}cp:{i}")
+                found = await pipe.execute()
+            for i, meta in zip(missing, found, strict=True):
+                self._cache[i] = meta or {}
+        return {i: self._cache[i] for i in ids}

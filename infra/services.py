@@ -1,0 +1,376 @@
+"""Start, stop and inspect the embedded services: Kafka (KRaft, from Maven Central jars)
+and Redis (Debian's redis-server). Idempotent; data and logs live under one directory.
+
+ClickHouse needs no service in the embedded default: chDB runs inside the owning process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from infra.settings import Settings
+
+
+class ServiceError(RuntimeError):
+    """A service could not be obtained, started or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # running | stopped | external
+    endpoint: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child is not alive
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+class _Service:
+    name = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.data_dir.resolve() / self.name
+        self.logs = settings.data_dir.resolve() / "logs"
+        self.pidfile = self.root / "pid"
+
+    # subclasses provide: external, port, endpoint, _prepare(), _command()
+    external: bool
+    port: int
+    endpoint: str
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> ServiceStatus:
+        if self.external:
+            return ServiceStatus(self.name, "external", self.endpoint)
+        pid = self.pid()
+        if pid and port_open(self.port):
+            return ServiceStatus(self.name, "running", self.endpoint, pid)
+        if pid:
+            return ServiceStatus(self.name, "starting", self.endpoint, pid)
+        return ServiceStatus(self.name, "stopped", self.endpoint)
+
+    def start(self, timeout: float = 90.0) -> ServiceStatus:
+        if self.external:
+            return self.status()
+        if self.pid() and port_open(self.port):
+            return self.status()
+        if port_open(self.port):
+            raise ServiceError(
+                f"{self.name}: port {self.port} is taken by another process; stop it or set "
+                f"{self._port_env} to a free port"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        out = open(self.logs / f"{self.name}.out", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            self._command(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.root,
+            env=self._env(),
+        )
+        self.pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {proc.returncode} while starting; "
+                    f"see {self.logs / (self.name + '.out')}"
+                )
+            if port_open(self.port) and self._ready():
+                return self.status()
+            time.sleep(0.25)
+        raise ServiceError(
+            f"{self.name} did not accept connections on port {self.port} "
+            f"within {timeout:.0f}s; see {self.logs}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> ServiceStatus:
+        pid = self.pid()
+        if pid is None or self.external:
+            return self.status()
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+        return self.status()
+
+    _port_env = ""
+
+    def _prepare(self) -> None:
+        pass
+
+    def _ready(self) -> bool:
+        return True
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+
+class RedisService(_Service):
+    name = "redis"
+    _port_env = "REDIS_PORT"
+
+    @property
+    def external(self) -> bool:  # type: ignore[override]  # computed from settings
+        return self.settings.redis.url is not None
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.settings.redis.port
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return self.settings.redis_url
+
+    def _prepare(self) -> None:
+        if shutil.which("redis-server") is None:
+            _apt_install("redis-server")
+
+    def _ready(self) -> bool:
+        # The port opens while the append-only file is still loading; PING says LOADING.
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.root),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--logfile",
+            str(self.logs / "redis.log"),
+            "--daemonize",
+            "no",
+            # Residents are ~17-field hashes whose addresses exceed 64 bytes: keep them in
+            # the compact listpack encoding (about 3x less memory than a hashtable).
+            "--hash-max-listpack-value",
+            "512",
+        ]
+
+
+class KafkaService(_Service):
+    name = "kafka"
+    _port_env = "KAFKA_PORT"
+
+    @property
+    def external(self) -> bool:  # type: ignore[override]
+        return self.settings.kafka.bootstrap is not None
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.settings.kafka.port
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return self.settings.kafka_bootstrap
+
+    @property
+    def libs(self) -> Path:
+        return self.root / "libs"
+
+    def resolve_jars(self) -> Path:
+        """Copy the broker jars from Maven Central (cached in ~/.m2) once."""
+        marker = self.libs / ".resolved"
+        pom = resources.files("infra").joinpath("kafka", "pom.xml")
+        if marker.exists() and marker.read_text() == pom.read_text():
+            return self.libs
+        if shutil.which("mvn") is None:
+            raise ServiceError("kafka: Maven (mvn) is needed to resolve the broker jars")
+        self.libs.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(pom) as pom_path:
+            result = subprocess.run(
+                [
+                    "mvn",
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom_path),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.libs}",
+                    "-DincludeScope=runtime",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ServiceError(
+                "kafka: mvn could not resolve the broker jars:\n"
+                + result.stdout[-2000:]
+                + result.stderr[-2000:]
+            )
+        marker.write_text(pom.read_text())
+        return self.libs
+
+    def _java(self, *args: str) -> list[str]:
+        log4j = resources.files("infra").joinpath("kafka", "log4j.properties")
+        return [
+            "java",
+            f"-Xmx{self.settings.kafka.heap}",
+            f"-Xms{self.settings.kafka.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs}",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
+        ]
+
+    def _properties(self) -> Path:
+        k = self.settings.kafka
+        props = self.root / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{k.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{k.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.root / 'data'}",
+                    f"num.partitions={k.partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                    "log.retention.hours=720",
+                    "message.max.bytes=10485760",
+                    "",
+                ]
+            )
+        )
+        return props
+
+    def _prepare(self) -> None:
+        if port_open(self.settings.kafka.controller_port):
+            raise ServiceError(
+                f"kafka: controller port {self.settings.kafka.controller_port} "
+                "is taken; set KAFKA_CONTROLLER_PORT to a free port"
+            )
+        if shutil.which("java") is None:
+            raise ServiceError("kafka: a JDK (java) is needed to run the broker")
+        self.resolve_jars()
+        props = self._properties()
+        if not (self.root / "data" / "meta.properties").exists():
+            result = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise ServiceError(
+                    "kafka: formatting storage failed:\n" + result.stdout + result.stderr
+                )
+
+    def _command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.root / "server.properties"))
+
+    def _ready(self) -> bool:
+        # The port opens before the broker has registered; ask for metadata too.
+        from infra.kafka_io import broker_ready  # local: pulls in aiokafka
+
+        return broker_ready(self.endpoint)
+
+
+def _cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _apt_install(package: str) -> None:
+    if os.geteuid() != 0:
+        raise ServiceError(
+            f"{package} is missing; install it with: sudo apt-get install -y {package}"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise ServiceError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+
+
+def services(settings: Settings) -> list[_Service]:
+    return [KafkaService(settings), RedisService(settings)]
+
+
+def start_all(settings: Settings) -> list[ServiceStatus]:
+    return [s.start() for s in services(settings)]
+
+
+def stop_all(settings: Settings) -> list[ServiceStatus]:
+    return [s.stop() for s in reversed(services(settings))]
+
+
+def status_all(settings: Settings) -> list[ServiceStatus]:
+    return [s.status() for s in services(settings)]

@@ -1,0 +1,121 @@
+"""CCCD chip-card QR payloads (2021–2024 cards).
+
+Classic layout, UTF-8, ``|``-separated:
+``ID12|old CMND 9 digits or empty|Full name|ddmmyyyy birth|Nam or Nữ|address|ddmmyyyy issue``.
+Newer cards may order fields differently, so when the classic order does not fit, fields
+are recognised by content (12 digits = ID, 9 digits = old ID, dates, gender, the address
+has commas).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+
+from registry.errors import InvalidQrPayload
+from registry.ids import GENDERS, check_id
+
+_ID = re.compile(r"^\d{12}$")
+_OLD = re.compile(r"^\d{9}$")
+_DATE = re.compile(r"^\d{8}$")
+
+
+@dataclass(frozen=True, slots=True)
+class CccdCard:
+    id: str
+    old_id: str | None
+    name: str
+    dob: date
+    gender: str
+    address: str
+    issued: date
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["dob"], d["issued"] = self.dob.isoformat(), self.issued.isoformat()
+        return d
+
+
+def _date(text: str, what: str, errors: list[str], today: date) -> date | None:
+    if not _DATE.match(text):
+        errors.append(f"{what} must be ddmmyyyy, got {text!r}")
+        return None
+    try:
+        value = datetime.strptime(text, "%d%m%Y").date()  # noqa: DTZ007 - a calendar date
+    except ValueError:
+        errors.append(f"{what} {text} is not a real date")
+        return None
+    if value > today:
+        errors.append(f"{what} {value.isoformat()} is in the future")
+    return value
+
+
+def _by_content(fields: list[str]) -> list[str]:
+    """Reorder a newer-layout payload into the classic order by recognising each field."""
+    ids = [f for f in fields if _ID.match(f)]
+    olds = [f for f in fields if _OLD.match(f)]
+    dates = [f for f in fields if _DATE.match(f)]
+    genders = [f for f in fields if f in GENDERS]
+    used = set(ids[:1] + olds[:1] + dates[:2] + genders[:1])
+    texts = [f for f in fields if f and f not in used]
+    address = next((t for t in texts if "," in t), max(texts, key=len, default=""))
+    name = next((t for t in texts if t != address), "")
+
+    def key(d: str) -> str:
+        return d[4:] + d[2:4] + d[:2]
+
+    dates = sorted(dates[:2], key=key)
+    dob, issued = ([*dates, "", ""])[:2]
+    return [
+        ids[0] if ids else "",
+        olds[0] if olds else "",
+        name,
+        dob,
+        genders[0] if genders else "",
+        address,
+        issued,
+    ]
+
+
+def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
+    """Parse and validate a CCCD QR payload; raises InvalidQrPayload naming every problem."""
+    today = today or date.today()  # noqa: DTZ011 - a calendar date; callers may inject
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidQrPayload(
+                [f"payload is not UTF-8 ({exc.reason} at byte {exc.start})"]
+            ) from exc
+    text = payload.strip()
+    if not text:
+        raise InvalidQrPayload(["payload is empty"])
+    fields = [f.strip() for f in text.split("|")]
+    if len(fields) != 7:
+        if not 6 <= len(fields) <= 9:
+            raise InvalidQrPayload([f"expected 7 fields separated by '|', got {len(fields)}"])
+        fields = _by_content(fields)
+    elif not _ID.match(fields[0]) and any(_ID.match(f) for f in fields):
+        fields = _by_content(fields)
+    number, old, name, dob_s, gender, address, issued_s = fields
+    errors: list[str] = []
+    if old and not _OLD.match(old):
+        errors.append(f"old ID must be 9 digits or empty, got {old!r}")
+    if not name:
+        errors.append("name is empty")
+    elif any(ch.isdigit() for ch in name):
+        errors.append(f"name contains digits: {name!r}")
+    dob = _date(dob_s, "birth date", errors, today)
+    issued = _date(issued_s, "issue date", errors, today)
+    if gender not in GENDERS:
+        errors.append(f"gender must be Nam or Nữ, got {gender!r}")
+    if not address:
+        errors.append("address is empty")
+    if dob and issued and issued < dob:
+        errors.append("issue date is before the birth date")
+    id_check = check_id(number, dob=dob, gender=gender if gender in GENDERS else None, today=today)
+    errors.extend(f"ID {e}" if not e.startswith("birth year") else e for e in id_check.errors)
+    if errors or dob is None or issued is None:
+        raise InvalidQrPayload(errors)
+    return CccdCard(number, old or None, " ".join(name.split()), dob, gender, address, issued)

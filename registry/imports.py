@@ -1,0 +1,270 @@
+"""Import row schemas: which columns each kind has, how a row is parsed and validated,
+and the natural key that makes re-importing a file change nothing. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from registry.ids import GENDERS, check_id
+from registry.residents import Resident
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+Outcome = Literal["matched", "mismatch", "unknown-id", "invalid", "duplicate"]
+OUTCOMES: tuple[Outcome, ...] = ("matched", "mismatch", "unknown-id", "invalid", "duplicate")
+
+
+class RowError(ValueError):
+    """A row that cannot be used; the message names the column and the problem."""
+
+
+def parse_date(value: str, column: str) -> date:
+    text = value.strip()
+    if len(text) == 10 and text[4] == "-":
+        try:
+            return date.fromisoformat(text)  # the common case, in C
+        except ValueError:
+            pass
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d%m%Y"):
+        try:
+            return datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a calendar date
+        except ValueError:
+            continue
+    raise RowError(f"{column}: not a date (YYYY-MM-DD or DD/MM/YYYY): {value!r}")
+
+
+def parse_time(value: str, column: str) -> datetime:
+    """An ISO timestamp; without a zone it is Hà Nội time (Asia/Ho_Chi_Minh)."""
+    text = value.strip()
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            ts = datetime.combine(parse_date(text, column), time(12, 0))
+        except RowError as exc:
+            raise RowError(f"{column}: not a timestamp: {value!r}") from exc
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=VN_TZ)
+    return ts.astimezone(UTC)
+
+
+def parse_bool(value: str, column: str) -> bool:
+    text = value.strip().casefold()
+    if text in ("1", "true", "yes", "y", "có", "co", "x"):
+        return True
+    if text in ("0", "false", "no", "n", "không", "khong", ""):
+        return False
+    raise RowError(f"{column}: expected yes/no, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    key: tuple[str, ...]  # natural key (with the person) for duplicate detection
+    time_column: str  # the record's own time (freshness)
+    parse: Callable[[dict[str, str]], dict[str, object]]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+def _common(row: dict[str, str]) -> dict[str, object]:
+    return {
+        "name": row.get("name", "").strip() or None,
+        "dob": parse_date(row["dob"], "dob") if row.get("dob", "").strip() else None,
+    }
+
+
+def _vaccination(row: dict[str, str]) -> dict[str, object]:
+    try:
+        dose = int(row["dose"])
+    except ValueError as exc:
+        raise RowError(f"dose: not a whole number: {row['dose']!r}") from exc
+    if not 1 <= dose <= 5:
+        raise RowError(f"dose: must be 1-5, got {dose}")
+    if not row["vaccine"].strip():
+        raise RowError("vaccine: empty")
+    return {
+        **_common(row),
+        "dose": dose,
+        "vaccine": row["vaccine"].strip(),
+        "date": parse_date(row["date"], "date").isoformat(),
+        "site": row.get("site", "").strip(),
+    }
+
+
+def _f0(row: dict[str, str]) -> dict[str, object]:
+    onset = row.get("onset_date", "").strip()
+    return {
+        **_common(row),
+        "sample_time": parse_time(row["sample_time"], "sample_time").isoformat(),
+        "symptomatic": parse_bool(row.get("symptomatic", ""), "symptomatic"),
+        "onset_date": parse_date(onset, "onset_date").isoformat() if onset else None,
+    }
+
+
+def _recovery(row: dict[str, str]) -> dict[str, object]:
+    return {
+        **_common(row),
+        "recovered_date": parse_date(row["recovered_date"], "recovered_date").isoformat(),
+    }
+
+
+def _health(row: dict[str, str]) -> dict[str, object]:
+    return {
+        **_common(row),
+        "declared_at": parse_time(row["declared_at"], "declared_at").isoformat(),
+        "symptoms": parse_bool(row.get("symptoms", ""), "symptoms"),
+        "contact_with_f0": parse_bool(row.get("contact_with_f0", ""), "contact_with_f0"),
+        "note": row.get("note", "").strip(),
+    }
+
+
+def _travel(row: dict[str, str]) -> dict[str, object]:
+    return {
+        **_common(row),
+        "declared_at": parse_time(row["declared_at"], "declared_at").isoformat(),
+        "from_province": row["from_province"].strip(),
+        "to_district": row.get("to_district", "").strip(),
+        "arrival_date": parse_date(row["arrival_date"], "arrival_date").isoformat(),
+        "transport": row.get("transport", "").strip(),
+    }
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind(
+            "vaccinations",
+            ("person_id", "name", "dob", "dose", "vaccine", "date"),
+            ("site",),
+            ("dose",),
+            "date",
+            _vaccination,
+        ),
+        Kind(
+            "f0-positives",
+            ("person_id", "name", "dob", "sample_time"),
+            ("symptomatic", "onset_date"),
+            ("sample_time",),
+            "sample_time",
+            _f0,
+        ),
+        Kind(
+            "recoveries",
+            ("person_id", "name", "dob", "recovered_date"),
+            (),
+            ("recovered_date",),
+            "recovered_date",
+            _recovery,
+        ),
+        Kind(
+            "health-declarations",
+            ("person_id", "name", "dob", "declared_at"),
+            ("symptoms", "contact_with_f0", "note"),
+            ("declared_at",),
+            "declared_at",
+            _health,
+        ),
+        Kind(
+            "travel-declarations",
+            ("person_id", "name", "dob", "declared_at", "from_province", "arrival_date"),
+            ("to_district", "transport"),
+            ("declared_at",),
+            "declared_at",
+            _travel,
+        ),
+    )
+}
+
+
+@dataclass
+class ParsedRow:
+    row: int
+    person_id: str | None
+    record: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+    fingerprint: str = ""
+
+
+def header_problems(kind: Kind, header: list[str]) -> tuple[list[str], list[str]]:
+    """(missing required columns, unknown extra columns) of a file's header."""
+    present = {h.strip() for h in header}
+    missing = [c for c in kind.required if c not in present]
+    extra = sorted(present - set(kind.columns))
+    return missing, extra
+
+
+def parse_row(kind: Kind, number: int, row: dict[str, str | None]) -> ParsedRow:
+    """Validate one row: its ID's structure, every typed column; fingerprint its key."""
+    clean = {k.strip(): (v or "") for k, v in row.items() if k}
+    person_id = clean.get("person_id", "").strip() or None
+    if person_id is None:
+        return ParsedRow(number, None, error="person_id: empty")
+    missing = [c for c in kind.required if not clean.get(c, "").strip()]
+    if missing:
+        return ParsedRow(number, person_id, error="empty required column(s): " + ", ".join(missing))
+    problems = []
+    record: dict[str, object] = {}
+    try:
+        record = kind.parse(clean)
+    except (RowError, KeyError) as exc:
+        problems.append(str(exc))
+    dob = record.get("dob")
+    check = check_id(person_id, dob=dob if isinstance(dob, date) else None)
+    if not check.valid:
+        problems.insert(0, "person_id: " + "; ".join(check.errors))
+    if problems:
+        return ParsedRow(number, person_id, error="; ".join(problems))
+    key = "|".join([kind.name, person_id, *(str(record[k]) for k in kind.key)])
+    return ParsedRow(
+        number,
+        person_id,
+        record,
+        fingerprint=hashlib.blake2b(key.encode(), digest_size=12).hexdigest(),
+    )
+
+
+RESIDENT_COLUMNS = ("id", "name", "dob", "gender", "address", "district", "ward", "household_id")
+
+
+def parse_resident(row: dict[str, str | None], wards: dict[str, set[str]]) -> Resident:
+    """Validate one registry export row (raises RowError naming every problem)."""
+    clean = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+    errors = [f"{c}: empty" for c in RESIDENT_COLUMNS if not clean.get(c)]
+    if errors:
+        raise RowError("; ".join(errors))
+    dob = None
+    try:
+        dob = parse_date(clean["dob"], "dob")
+    except RowError as exc:
+        errors.append(str(exc))
+    gender = clean["gender"]
+    if gender not in GENDERS:
+        errors.append(f"gender: must be Nam or Nữ, got {gender!r}")
+    check = check_id(clean["id"], dob=dob, gender=gender if gender in GENDERS else None)
+    errors.extend(f"id: {e}" for e in check.errors)
+    district, ward = clean["district"], clean["ward"]
+    if district not in wards:
+        errors.append(f"district: not a Hà Nội district: {district!r}")
+    elif ward not in wards[district]:
+        errors.append(f"ward: {ward!r} is not a ward of {district}")
+    if errors or dob is None:
+        raise RowError("; ".join(errors))
+    return Resident(
+        clean["id"],
+        " ".join(clean["name"].split()),
+        dob,
+        gender,
+        clean["address"],
+        district,
+        ward,
+        clean["household_id"],
+    )

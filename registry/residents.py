@@ -1,0 +1,89 @@
+"""Residents as the registry stores them: flat string fields (one Redis hash each), their
+health record, and the card status computed from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from registry.cards import CardStatus, HealthRecord, RuleBook, card_colour
+
+# Health fields of a resident's record (besides identity fields).
+HEALTH_FIELDS = ("doses", "f0_since", "recovered_at", "f1_since", "neg_test_at")
+STATUS_FIELDS = ("colour", "reasons", "rule_version", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Resident:
+    id: str
+    name: str
+    dob: date
+    gender: str
+    address: str
+    district: str
+    ward: str
+    household_id: str
+    province: str = "001"  # province of residence (rules are chosen by it)
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "dob": self.dob.isoformat(),
+            "gender": self.gender,
+            "address": self.address,
+            "district": self.district,
+            "ward": self.ward,
+            "household": self.household_id,
+            "province": self.province,
+        }
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def health_from_fields(fields: dict[str, str]) -> HealthRecord:
+    doses = tuple(date.fromisoformat(d[0]) for d in json.loads(fields.get("doses") or "[]"))
+    return HealthRecord(
+        doses=doses,
+        f0_since=_dt(fields.get("f0_since")),
+        recovered_at=_dt(fields.get("recovered_at")),
+        f1_since=_dt(fields.get("f1_since")),
+        negative_test_at=_dt(fields.get("neg_test_at")),
+    )
+
+
+def status_fields(status: CardStatus, now: datetime) -> dict[str, str]:
+    return {
+        "colour": status.colour,
+        "reasons": json.dumps(status.reasons, ensure_ascii=False),
+        "rule_version": status.rule_version,
+        "updated_at": now.isoformat(),
+    }
+
+
+def recompute(fields: dict[str, str], rules: RuleBook, now: datetime) -> dict[str, str]:
+    """The status fields for a stored resident, under the rule in force for their province."""
+    rule = rules.for_(fields.get("province") or "001", now.date())
+    return status_fields(card_colour(health_from_fields(fields), rule, now), now)
+
+
+def status_view(fields: dict[str, str]) -> dict[str, object]:
+    """The public status: colour, reasons, rule version, updated_at."""
+    return {
+        "colour": fields.get("colour") or "none",
+        "reasons": json.loads(fields.get("reasons") or "[]"),
+        "rule_version": fields.get("rule_version") or "",
+        "updated_at": fields.get("updated_at") or datetime.now(UTC).isoformat(),
+    }
+
+
+def doses_json(doses: Sequence[tuple[object, ...]]) -> str:
+    """Doses as stored: ``[["2021-08-29", "AstraZeneca", 1], ...]``."""
+    return json.dumps(
+        [[d.isoformat() if isinstance(d, date) else d, *rest] for d, *rest in doses],
+        ensure_ascii=False,
+    )
