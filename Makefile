@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 SRC := dancu api streams tracing registry gate infra tests bench
 
-.PHONY: help setup services up test test-unit lint bench stop status clean
+.PHONY: help setup services tools up test test-unit lint bench stop status clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,10 +27,13 @@ setup: $(STAMP) ## Create the virtualenv and install dancu with its dev tools
 services: setup ## Obtain and start Kafka (Maven jars) and Redis (Debian package)
 	$(BIN)/dancu services start
 
+tools: ## Debian tools the suite uses (docker-compose v1 validates the compose file offline)
+	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+
 up: setup ## Run the platform with simulated traffic (ARGS="--duration 60" to stop after 60 s)
 	$(BIN)/dancu up $(ARGS)
 
-test: services ## Set up everything and run the whole test suite
+test: services tools ## Set up everything and run the whole test suite
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: setup ## Unit and functional tests only (no services)

@@ -19,17 +19,14 @@ from pathlib import Path
 
 import uvloop
 
+from dancu.stores import open_stores
 from infra import services
-from infra.clickhouse import ClickHouse
-from infra.imports import Importer, ImportLedger
-from infra.kafka_io import create_topics, make_producer
-from infra.redis_store import CheckpointDirectory, make_redis
 from infra.residents import ResidentStore
-from infra.seed import seed_city
 from infra.settings import Settings
 from infra.tables import read_table
 from registry.cards import load_rulebook
-from registry.pseudonym import Pseudonymizer
+from registry.importer import Importer
+from registry.seeding import seed_city
 from registry.synthetic import SeedPlan, SyntheticCity
 from tests.integration.helpers import isolated_settings
 
@@ -82,35 +79,27 @@ def main() -> None:
     plan = SeedPlan(residents=max(1000, int(args.rows / 1.3)), seed=11)
 
     async def run() -> None:
-        await create_topics(settings)
-        redis = make_redis(settings.redis_url)
-        store = ResidentStore(redis, settings.redis_prefix)
-        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-        await asyncio.to_thread(ch.migrate)
-        t = time.perf_counter()
-        await seed_city(
-            plan,
-            store=store,
-            places=CheckpointDirectory(redis, settings.redis_prefix),
-            clickhouse=ch,
-            rules=load_rulebook(),
-            pseudonymize=Pseudonymizer(b"bench-secret-bench-secret"),
-        )
-        print(f"seeded {plan.residents:,} residents in {time.perf_counter() - t:.1f} s")
-        path = data / "vaccinations.csv"
-        rows = write_rows(plan, path, args.rows)
-        raw = await asyncio.to_thread(raw_baseline, path, store)
-        producer = make_producer(settings)
-        await producer.start()
-        header, it = read_table(path)
-        t0 = time.perf_counter()
-        report = await Importer(
-            settings, store, ImportLedger(redis, settings.redis_prefix, data), producer
-        ).run("vaccinations", header, it, source=str(path))
-        elapsed = time.perf_counter() - t0
-        await producer.stop()
-        store.close_sync()
-        await redis.aclose()
+        async with open_stores(settings, clickhouse=True, kafka=True) as st:
+            assert st.analytics is not None and st.health_records is not None
+            t = time.perf_counter()
+            await seed_city(
+                plan,
+                registry=st.residents,
+                places=st.places,
+                analytics=st.analytics,
+                rules=load_rulebook(),
+                pseudonymize=st.pseudonymize,
+            )
+            print(f"seeded {plan.residents:,} residents in {time.perf_counter() - t:.1f} s")
+            path = data / "vaccinations.csv"
+            rows = write_rows(plan, path, args.rows)
+            raw = await asyncio.to_thread(raw_baseline, path, st.residents)
+            header, it = read_table(path)
+            t0 = time.perf_counter()
+            report = await Importer(st.residents, st.ledger, st.health_records).run(
+                "vaccinations", header, it, source=str(path)
+            )
+            elapsed = time.perf_counter() - t0
         print(f"outcomes: {report.outcomes}")
         print(f"raw baseline (csv read + registry HMGET): {rows / raw:,.0f} rows/s")
         print(

@@ -11,6 +11,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from infra import services as svc
@@ -150,24 +157,19 @@ def rebuild() -> None:
     settings = _settings()
     if _via_api(settings, "POST", "/v1/admin/rebuild", timeout=600):
         return
-    from infra.clickhouse import ClickHouse
+    from dancu.stores import open_stores
     from infra.rebuild import rebuild_visit_index
-    from infra.redis_store import VisitIndex, make_redis
 
     async def run() -> int:
-        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-        await asyncio.to_thread(ch.migrate)
-        redis = make_redis(settings.redis_url)
-        window = timedelta(days=settings.visit_window_days)
-        try:
-            index = VisitIndex(redis, settings.redis_prefix, window)
+        async with open_stores(settings, clickhouse=True) as st:
+            assert st.clickhouse is not None
             with err.status("rebuilding visit indexes …") as status:
                 return await rebuild_visit_index(
-                    ch, index, window, lambda n: status.update(f"restored {n:,} visits")
+                    st.clickhouse,
+                    st.index,
+                    timedelta(days=settings.visit_window_days),
+                    lambda n: status.update(f"restored {n:,} visits"),
                 )
-        finally:
-            await redis.aclose()
-            ch.close()
 
     out.print_json(json.dumps({"visits_restored": asyncio.run(run())}))
 
@@ -178,20 +180,17 @@ def stats() -> None:
     settings = _settings()
     if _via_api(settings, "GET", "/v1/stats/live", timeout=30):
         return
-    from infra.clickhouse import ClickHouse
+    from dancu.stores import open_stores
 
-    ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-    ch.migrate()
-    distinct, rows = ch.visit_totals()
-    out.print_json(
-        json.dumps(
-            {
-                "visits_total": distinct,
-                "visit_rows": rows,
-                "visits_by_district": ch.visits_by_district(),
-            }
-        )
-    )
+    async def run() -> dict[str, object]:
+        async with open_stores(settings, clickhouse=True) as st:
+            ch = st.clickhouse
+            assert ch is not None
+            distinct, rows = await asyncio.to_thread(ch.visit_totals)
+            by_district = await asyncio.to_thread(ch.visits_by_district)
+        return {"visits_total": distinct, "visit_rows": rows, "visits_by_district": by_district}
+
+    out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
 
 
 def _require_store_owner(settings: Settings) -> None:
@@ -209,6 +208,24 @@ def _require_store_owner(settings: Settings) -> None:
     raise typer.Exit(1)
 
 
+def _progress_bar(rows: bool = False) -> Progress:
+    """A progress bar on stderr: a count of rows (unknown total) or M of N with time left."""
+    if rows:
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,} rows"),
+            console=err,
+        )
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
 @app.command()
 def seed(
     residents: Annotated[int, typer.Option(min=1, help="How many residents.")] = 100_000,
@@ -217,47 +234,29 @@ def seed(
     """Generate a synthetic Hà Nội and load it into Redis and ClickHouse."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from infra.clickhouse import ClickHouse
-    from infra.redis_store import CheckpointDirectory, make_redis
-    from infra.residents import ResidentStore
-    from infra.seed import seed_city
+    from dancu.stores import open_stores
     from registry.cards import load_rulebook
-    from registry.pseudonym import Pseudonymizer
+    from registry.seeding import seed_city
     from registry.synthetic import SeedPlan
 
     settings = _settings()
     _require_store_owner(settings)
 
     async def run() -> dict[str, object]:
-        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-        await asyncio.to_thread(ch.migrate)
-        redis = make_redis(settings.redis_url)
         t0 = time.perf_counter()
-        try:
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err,
-            ) as bar:
+        async with open_stores(settings, clickhouse=True) as st:
+            assert st.analytics is not None
+            with _progress_bar() as bar:
                 task = bar.add_task("residents", total=residents)
                 report = await seed_city(
                     SeedPlan(residents=residents, seed=seed),
-                    store=ResidentStore(redis, settings.redis_prefix),
-                    places=CheckpointDirectory(redis, settings.redis_prefix),
-                    clickhouse=ch,
-                    pseudonymize=Pseudonymizer(
-                        settings.pseudonym_secret.get_secret_value().encode()
-                    ),
+                    registry=st.residents,
+                    places=st.places,
+                    analytics=st.analytics,
+                    pseudonymize=st.pseudonymize,
                     rules=load_rulebook(),
                     progress=lambda n: bar.advance(task, n),
                 )
-        finally:
-            await redis.aclose()
-            ch.close()
         return {
             "residents": report.residents,
             "households": report.households,
@@ -287,14 +286,13 @@ def import_(
     """Import a file: validate and match every row; prints and stores the report."""
     import shutil
 
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from infra.imports import Importer, ImportFailed, ImportLedger
-    from infra.kafka_io import create_topics, make_producer
-    from infra.redis_store import make_redis
-    from infra.residents import ResidentStore
+    from dancu.stores import open_stores
     from infra.tables import TableError, read_table
+    from registry.cards import load_rulebook
+    from registry.importer import Importer
     from registry.imports import KINDS
+    from registry.reports import ImportFailed
+    from registry.residents_import import load_residents
 
     settings = _settings()
     if kind != "residents" and kind not in KINDS:
@@ -311,44 +309,33 @@ def import_(
         _require_store_owner(settings)
 
     async def run() -> dict[str, object]:
-        redis = make_redis(settings.redis_url)
-        store = ResidentStore(redis, settings.redis_prefix)
-        ledger = ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve())
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,} rows"),
-            console=err,
-        ) as bar:
-            task = bar.add_task(f"importing {kind}", total=None)
-            try:
-                if kind == "residents":
-                    return await _load_residents(
-                        settings,
+        residents = kind == "residents"
+        async with open_stores(settings, clickhouse=residents, kafka=not residents) as st:
+            with _progress_bar(rows=True) as bar:
+                task = bar.add_task(f"importing {kind}", total=None)
+                if residents:
+                    assert st.analytics is not None
+                    report = await load_residents(
                         header,
                         rows,
-                        store,
-                        ledger,
-                        str(file),
-                        lambda n: bar.advance(task, n),
+                        source=str(file),
+                        registry=st.residents,
+                        ledger=st.ledger,
+                        analytics=st.analytics,
+                        pseudonymize=st.pseudonymize,
+                        rules=load_rulebook(),
+                        progress=lambda n: bar.advance(task, n),
                     )
-                await create_topics(settings)
-                producer = make_producer(settings)
-                await producer.start()
-                try:
-                    report = await Importer(settings, store, ledger, producer).run(
+                else:
+                    assert st.health_records is not None
+                    report = await Importer(st.residents, st.ledger, st.health_records).run(
                         kind,
                         header,
                         rows,
                         source=str(file),
                         progress=lambda n: bar.advance(task, n),
                     )
-                finally:
-                    await producer.stop()
-                return report.as_dict()
-            finally:
-                store.close_sync()
-                await redis.aclose()
+        return report.as_dict()
 
     try:
         report = asyncio.run(run())
@@ -361,60 +348,15 @@ def import_(
     out.print_json(json.dumps(report, ensure_ascii=False, default=str))
 
 
-async def _load_residents(
-    settings: Settings,
-    header: list[str],
-    rows: Any,
-    store: Any,
-    ledger: Any,
-    source: str,
-    progress: Any,
-) -> dict[str, object]:
-    from infra.clickhouse import ClickHouse
-    from infra.residents_import import load_residents
-    from registry.cards import load_rulebook
-    from registry.pseudonym import Pseudonymizer
-
-    ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-    await asyncio.to_thread(ch.migrate)
-    try:
-        report = await load_residents(
-            header,
-            rows,
-            source=source,
-            store=store,
-            ledger=ledger,
-            clickhouse=ch,
-            pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
-            rules=load_rulebook(),
-            progress=progress,
-        )
-    finally:
-        ch.close()
-    return report.as_dict()
-
-
-def _ledger_call(fn: Any) -> Any:
-    """Run ``fn(ledger, producer)`` against Redis and Kafka, closing both."""
-    from infra.imports import ImportLedger
-    from infra.kafka_io import make_producer
-    from infra.redis_store import make_redis
+def _review_call(fn: Any) -> Any:
+    """Run ``fn(stores)`` with Redis and Kafka open (the review queue and its records)."""
+    from dancu.stores import open_stores
 
     settings = _settings()
 
     async def run() -> Any:
-        redis = make_redis(settings.redis_url)
-        producer = make_producer(settings)
-        await producer.start()
-        try:
-            return await fn(
-                ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
-                producer,
-                settings,
-            )
-        finally:
-            await producer.stop()
-            await redis.aclose()
+        async with open_stores(settings, kafka=True) as st:
+            return await fn(st)
 
     return asyncio.run(run())
 
@@ -423,26 +365,20 @@ def _ledger_call(fn: Any) -> Any:
 def review_list(limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
     """Mismatched records waiting for a decision (JSON lines)."""
 
-    async def fn(ledger: Any, _p: Any, _s: Any) -> list[Any]:
-        return list(await ledger.review_items(limit))
+    async def fn(st: Any) -> list[Any]:
+        return list(await st.ledger.review_items(limit))
 
-    for item in _ledger_call(fn):
+    for item in _review_call(fn):
         print(json.dumps(item, ensure_ascii=False))
 
 
 def _decide(review_id: str, accept: bool) -> None:
-    from infra.imports import send_records
+    from registry.importer import decide_review
 
-    async def fn(ledger: Any, producer: Any, settings: Settings) -> bool:
-        item = await ledger.take_review(review_id)
-        if item is None:
-            return False
-        if accept:
-            await send_records(producer, settings, [item["event"]])
-            await ledger.mark_imported([review_id])
-        return True
+    async def fn(st: Any) -> bool:
+        return await decide_review(st.ledger, st.health_records, review_id, accept) is not None
 
-    if not _ledger_call(fn):
+    if not _review_call(fn):
         err.print(f"[red]error:[/red] no review item {review_id!r}")
         raise typer.Exit(1)
     print(json.dumps({"review_id": review_id, "decision": "accept" if accept else "reject"}))
@@ -466,22 +402,13 @@ def quality() -> None:
     settings = _settings()
     if _via_api(settings, "GET", "/v1/quality", timeout=120):
         return
-    from infra.clickhouse import ClickHouse
-    from infra.imports import ImportLedger
-    from infra.quality import quality_report
-    from infra.redis_store import make_redis
+    from dancu.stores import open_stores
+    from registry.quality import quality_report
 
     async def run() -> dict[str, Any]:
-        ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-        await asyncio.to_thread(ch.migrate)
-        redis = make_redis(settings.redis_url)
-        try:
-            return await quality_report(
-                ch, ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve())
-            )
-        finally:
-            await redis.aclose()
-            ch.close()
+        async with open_stores(settings, clickhouse=True) as st:
+            assert st.analytics is not None
+            return await quality_report(st.analytics, st.ledger)
 
     out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
 

@@ -12,13 +12,14 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
-from infra.imports import ImportLedger
-from infra.kafka_io import KafkaLag, make_producer
+from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
+from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
-from infra.residents import ResidentStore, insert_residents, resident_row
+from infra.residents import ClickHouseRegistry, ResidentStore
 from infra.settings import Settings
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
+from registry.residents import analytics_row
 from tracing.visits import Visit
 
 
@@ -36,13 +37,13 @@ class ClickHouseResidentSink:
     """The resident sink port on ClickHouse: pseudonymous rows, off the event loop."""
 
     def __init__(self, clickhouse: ClickHouse, pseudonymize: Callable[[str], str]) -> None:
-        self.clickhouse = clickhouse
+        self.analytics = ClickHouseRegistry(clickhouse)
         self.pseudonymize = pseudonymize
 
     async def upsert(self, residents: Sequence[dict[str, str]]) -> None:
         now = datetime.now(UTC)
-        rows = [resident_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
-        await asyncio.to_thread(insert_residents, self.clickhouse, rows)
+        rows = [analytics_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
+        await self.analytics.insert_residents(rows)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Clients:
     pseudonymize: Pseudonymizer
     residents: ResidentStore
     ledger: ImportLedger
+    health_records: KafkaHealthRecords
+    analytics: ClickHouseRegistry
     rules: RuleBook
 
     @classmethod
@@ -81,6 +84,8 @@ class Clients:
             pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
             residents=ResidentStore(redis, settings.redis_prefix),
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
+            health_records=KafkaHealthRecords(producer, settings),
+            analytics=ClickHouseRegistry(ch),
             rules=load_rulebook(),
         )
 

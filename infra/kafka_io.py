@@ -116,3 +116,21 @@ class KafkaLag:
     async def ping(self) -> None:
         assert self._admin, "KafkaLag.start() first"
         await asyncio.wait_for(self._admin.describe_cluster(), 3.0)
+
+
+class KafkaHealthRecords:
+    """The health-record sink on Kafka ``health-records`` (JSON arrays); ``send`` returns
+    once every record is acknowledged by the broker."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings, per_message: int = 500):
+        self.producer = producer
+        self.topic = settings.topic(topics.HEALTH_RECORDS)
+        self.per_message = per_message
+
+    async def send(self, events: list[dict[str, object]]) -> None:
+        futures = []
+        for i in range(0, len(events), self.per_message):
+            chunk = events[i : i + self.per_message]
+            key = str(chunk[0]["person_id"]).encode()
+            futures.append(await self.producer.send(self.topic, orjson.dumps(chunk), key=key))
+        await asyncio.gather(*futures)

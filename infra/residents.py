@@ -4,30 +4,15 @@ ID for gate answers) and its pseudonymous copy in ClickHouse (analytics)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
+from registry.residents import ANALYTICS_COLUMNS
 
-RESIDENT_COLUMNS = [
-    "person_key",
-    "household_key",
-    "district",
-    "ward",
-    "gender",
-    "birth_year",
-    "has_address",
-    "doses",
-    "colour",
-    "rule_version",
-    "source",
-    "updated_at",
-]
 CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capacity", "updated_at"]
 
 
@@ -108,33 +93,39 @@ def _s(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def resident_row(
-    fields: dict[str, str], pseudonymize: Any, source: str, now: datetime | None = None
-) -> list[object]:
-    """The ClickHouse row of a resident: pseudonymous keys, no ID number, no name."""
-    return [
-        pseudonymize(fields["id"]),
-        pseudonymize("household:" + fields.get("household", "")),
-        fields.get("district", ""),
-        fields.get("ward", ""),
-        fields.get("gender", ""),
-        int(fields["dob"][:4]) if fields.get("dob") else 0,
-        1 if fields.get("address") else 0,
-        len(json.loads(fields.get("doses") or "[]")),
-        fields.get("colour", "none"),
-        fields.get("rule_version", ""),
-        source,
-        now or datetime.now(UTC),
-    ]
+class ClickHouseRegistry:
+    """The pseudonymous registry in ClickHouse (``residents``, ``checkpoints``), the adapter
+    behind :class:`registry.ports.RegistryAnalytics`; blocking calls run in a thread."""
 
+    def __init__(self, clickhouse: ClickHouse) -> None:
+        self.ch = clickhouse
 
-def insert_residents(ch: ClickHouse, rows: Sequence[Sequence[object]]) -> None:
-    if rows:
-        ch.call(lambda c: c.insert(f"{ch.db}.residents", list(rows), column_names=RESIDENT_COLUMNS))
+    def _insert(self, table: str, rows: Sequence[Sequence[object]], columns: Sequence[str]) -> None:
+        ch = self.ch
+        ch.call(lambda c: c.insert(f"{ch.db}.{table}", list(rows), column_names=list(columns)))
 
+    async def insert_residents(self, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await asyncio.to_thread(self._insert, "residents", rows, ANALYTICS_COLUMNS)
 
-def insert_checkpoints(ch: ClickHouse, rows: Sequence[Sequence[object]]) -> None:
-    if rows:
-        ch.call(
-            lambda c: c.insert(f"{ch.db}.checkpoints", list(rows), column_names=CHECKPOINT_COLUMNS)
+    async def insert_checkpoints(self, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await asyncio.to_thread(self._insert, "checkpoints", rows, CHECKPOINT_COLUMNS)
+
+    def _query(self, sql: str) -> list[Any]:
+        return self.ch.call(lambda c: list(c.query(sql).result_rows))
+
+    async def completeness(self) -> list[tuple[str, int, int, int]]:
+        """(district, residents, vaccinated, with an address) per district."""
+        rows = await asyncio.to_thread(
+            self._query,
+            "SELECT district, count(), countIf(doses > 0), countIf(has_address = 1) "
+            f"FROM {self.ch.db}.residents FINAL GROUP BY district ORDER BY district",
         )
+        return [(str(d), int(n), int(v), int(a)) for d, n, v, a in rows]
+
+    async def colours(self) -> dict[str, int]:
+        rows = await asyncio.to_thread(
+            self._query, f"SELECT colour, count() FROM {self.ch.db}.residents FINAL GROUP BY colour"
+        )
+        return {str(k): int(v) for k, v in rows}

@@ -4,7 +4,7 @@ health record, and the card status computed from it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -87,3 +87,41 @@ def doses_json(doses: Sequence[tuple[object, ...]]) -> str:
         [[d.isoformat() if isinstance(d, date) else d, *rest] for d, *rest in doses],
         ensure_ascii=False,
     )
+
+
+# The pseudonymous copy of a resident in analytics (ClickHouse ``residents``): keyed
+# hashes instead of the ID number and the household, no name, no address.
+ANALYTICS_COLUMNS = (
+    "person_key",
+    "household_key",
+    "district",
+    "ward",
+    "gender",
+    "birth_year",
+    "has_address",
+    "doses",
+    "colour",
+    "rule_version",
+    "source",
+    "updated_at",
+)
+
+
+def analytics_row(
+    fields: dict[str, str], pseudonymize: Callable[[str], str], source: str, now: datetime
+) -> list[object]:
+    """The analytics row of a stored resident (columns in :data:`ANALYTICS_COLUMNS`)."""
+    return [
+        pseudonymize(fields["id"]),
+        pseudonymize("household:" + fields.get("household", "")),
+        fields.get("district", ""),
+        fields.get("ward", ""),
+        fields.get("gender", ""),
+        int(fields["dob"][:4]) if fields.get("dob") else 0,
+        1 if fields.get("address") else 0,
+        len(json.loads(fields.get("doses") or "[]")),
+        fields.get("colour", "none"),
+        fields.get("rule_version", ""),
+        source,
+        now,
+    ]

@@ -18,9 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import orjson
-from pydantic import ValidationError
 
-from tracing.events import DeadLetter, ScanRecorded
+from tracing.events import DeadLetter, ScanRecorded, validate_scan
 from tracing.visits import Visit, visit_from_scan
 
 log = logging.getLogger(__name__)
@@ -58,14 +57,6 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for e in error.errors():
-        where = ".".join(str(x) for x in e["loc"]) or "record"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
-
-
 def decode_scans(
     records: Sequence[RawRecord], topic: str, now: datetime
 ) -> tuple[list[ScanRecorded], list[DeadLetter]]:
@@ -100,19 +91,11 @@ def decode_scans(
             continue
         items = body if isinstance(body, list) else [body]
         for item in items:
-            if not isinstance(item, dict):
-                bury(f"expected a JSON object, got {type(item).__name__}", item, rec)
-                continue
-            try:
-                scan = ScanRecorded.model_validate(item)
-                scan.check_not_future(now)
-            except ValidationError as exc:
-                bury(_describe(exc), item, rec)
-                continue
-            except ValueError as exc:
-                bury(str(exc), item, rec)
-                continue
-            scans.append(scan)
+            scan, errors = validate_scan(item, now)
+            if scan is None:
+                bury("; ".join(errors), item, rec)
+            else:
+                scans.append(scan)
     return scans, dead
 
 

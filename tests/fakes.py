@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
+import orjson
+
+from registry.residents import ANALYTICS_COLUMNS
 from tracing.events import DeadLetter
 from tracing.visits import Visit
 
@@ -47,3 +52,144 @@ class MemoryDeadLetters:
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
         self.letters.extend(letters)
+
+
+class MemoryRegistry:
+    """The resident registry port: flat string fields per ID."""
+
+    def __init__(self, residents: Sequence[dict[str, str]] = ()) -> None:
+        self.rows: dict[str, dict[str, str]] = {r["id"]: dict(r) for r in residents}
+
+    async def get_identities(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
+        return [
+            (self.rows[i]["name"], self.rows[i]["dob"]) if i in self.rows else None for i in ids
+        ]
+
+    async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
+        return [dict(self.rows[i]) if i in self.rows else None for i in ids]
+
+    async def put_many(self, rows: Sequence[dict[str, str]]) -> int:
+        for r in rows:
+            self.rows[r["id"]] = {**self.rows.get(r["id"], {}), **r}
+        return len(rows)
+
+    async def update_many(self, updates: dict[str, dict[str, str]]) -> None:
+        for pid, fields in updates.items():
+            self.rows.setdefault(pid, {}).update(fields)
+
+
+class MemoryCheckpoints:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, str]] = {}
+
+    async def put_many(self, checkpoints: Iterable[dict[str, str]]) -> int:
+        n = 0
+        for c in checkpoints:
+            self.rows[c["checkpoint_id"]] = dict(c)
+            n += 1
+        return n
+
+
+class MemoryLedger:
+    """The import ledger port: reports, outcome lines, fingerprints, review queue."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytearray] = {}
+        self.saved: dict[str, dict[str, object]] = {}
+        self.fingerprints: set[str] = set()
+        self.review: dict[str, dict[str, Any]] = {}
+        self.fresh: dict[str, str] = {}
+
+    @contextmanager
+    def records_writer(self, import_id: str) -> Iterator[_Writable]:
+        yield _Writable(self.records.setdefault(import_id, bytearray()))
+
+    def lines(self, import_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(x) for x in bytes(self.records[import_id]).splitlines()]
+
+    async def save_report(self, report: dict[str, object]) -> None:
+        self.saved[str(report["import_id"])] = report
+
+    async def reports(self) -> list[dict[str, Any]]:
+        return list(self.saved.values())
+
+    async def imported(self, fingerprints: list[str]) -> list[bool]:
+        return [f in self.fingerprints for f in fingerprints]
+
+    async def mark_imported(self, fingerprints: list[str]) -> None:
+        self.fingerprints.update(fingerprints)
+
+    async def queue_review(self, items: list[dict[str, object]]) -> None:
+        for i in items:
+            self.review[str(i["review_id"])] = dict(i)
+
+    async def review_item(self, review_id: str) -> dict[str, Any] | None:
+        return self.review.get(review_id)
+
+    async def drop_review(self, review_id: str) -> bool:
+        return self.review.pop(review_id, None) is not None
+
+    async def touch_freshness(self, source: str, newest: str) -> None:
+        if newest > self.fresh.get(source, ""):
+            self.fresh[source] = newest
+
+    async def freshness(self) -> dict[str, str]:
+        return dict(self.fresh)
+
+
+class _Writable:
+    def __init__(self, buf: bytearray) -> None:
+        self.buf = buf
+
+    def write(self, data: bytes) -> int:
+        self.buf.extend(data)
+        return len(data)
+
+
+class MemoryRecords:
+    """The health-record sink port; fails the first ``fail_times`` sends."""
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.fail_times = fail_times
+
+    async def send(self, events: list[dict[str, object]]) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("Kafka is down")
+        self.sent.extend(events)
+
+
+class MemoryAnalytics:
+    """The registry analytics port: rows as inserted, completeness computed from them."""
+
+    def __init__(self) -> None:
+        self.residents: list[list[object]] = []
+        self.checkpoints: list[list[object]] = []
+
+    async def insert_residents(self, rows: Sequence[Sequence[object]]) -> None:
+        self.residents.extend(list(r) for r in rows)
+
+    async def insert_checkpoints(self, rows: Sequence[Sequence[object]]) -> None:
+        self.checkpoints.extend(list(r) for r in rows)
+
+    def _latest(self) -> list[dict[str, object]]:
+        latest: dict[object, dict[str, object]] = {}
+        for row in self.residents:
+            latest[row[0]] = dict(zip(ANALYTICS_COLUMNS, row, strict=True))
+        return list(latest.values())
+
+    async def completeness(self) -> list[tuple[str, int, int, int]]:
+        by: dict[str, list[int]] = {}
+        for r in self._latest():
+            t = by.setdefault(str(r["district"]), [0, 0, 0])
+            t[0] += 1
+            t[1] += int(r["doses"] > 0)  # type: ignore[operator]  # an int column
+            t[2] += int(r["has_address"] == 1)
+        return [(d, *v) for d, v in sorted(by.items())]  # type: ignore[misc]  # 3 ints
+
+    async def colours(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self._latest():
+            out[str(r["colour"])] = out.get(str(r["colour"]), 0) + 1
+        return out

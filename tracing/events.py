@@ -8,7 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from registry.ids import check_id
 
@@ -55,6 +62,26 @@ class ScanRecorded(BaseModel):
             raise ValueError(f"ts {self.ts.isoformat()} is in the future")
         if self.t_out is not None and self.t_out < self.ts:
             raise ValueError("t_out is before ts")
+
+
+def validation_errors(exc: ValidationError) -> list[str]:
+    """One ``field: problem`` line per error of a model's validation."""
+    return [f"{'.'.join(str(x) for x in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()]
+
+
+def validate_scan(item: object, now: datetime) -> tuple[ScanRecorded | None, list[str]]:
+    """A scan from untrusted JSON (a device's request, a Kafka record), or why not: the
+    one validation the API and the agent share."""
+    if not isinstance(item, dict):
+        return None, [f"expected a JSON object, got {type(item).__name__}"]
+    try:
+        scan = ScanRecorded.model_validate(item)
+        scan.check_not_future(now)
+    except ValidationError as exc:
+        return None, validation_errors(exc)
+    except ValueError as exc:
+        return None, [str(exc)]
+    return scan, []
 
 
 class F0Reported(BaseModel):

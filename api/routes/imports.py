@@ -13,9 +13,10 @@ from pydantic import BaseModel
 
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
-from infra.imports import Importer, ImportFailed, send_records
 from infra.tables import TableError, table_from_bytes
+from registry.importer import Importer, decide_review
 from registry.imports import KINDS
+from registry.reports import ImportFailed
 
 router = APIRouter(prefix="/v1", tags=["imports"])
 MAX_UPLOAD = 256 << 20
@@ -39,7 +40,7 @@ async def create_import(
         raise BadInput(f"upload larger than {MAX_UPLOAD >> 20} MiB; use `dancu import`")
     try:
         header, rows = table_from_bytes(body, filename)
-        importer = Importer(clients.settings, clients.residents, clients.ledger, clients.producer)
+        importer = Importer(clients.residents, clients.ledger, clients.health_records)
         report = await importer.run(kind, header, rows, source=f"api:{filename}")
     except (TableError, ImportFailed) as exc:
         raise BadInput(str(exc)) from exc
@@ -93,12 +94,11 @@ async def review_queue(clients: ClientsDep, limit: int = 100) -> list[dict[str, 
 
 @router.post("/review/{review_id}")
 async def decide(review_id: str, body: ReviewDecision, clients: ClientsDep) -> dict[str, Any]:
-    item = await clients.ledger.take_review(review_id)
+    item = await decide_review(
+        clients.ledger, clients.health_records, review_id, body.decision == "accept"
+    )
     if item is None:
         raise NotFound(f"no review item {review_id!r}")
-    if body.decision == "accept":
-        await send_records(clients.producer, clients.settings, [item["event"]])
-        await clients.ledger.mark_imported([review_id])
     return {
         "review_id": review_id,
         "decision": body.decision,

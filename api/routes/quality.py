@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ClientsDep
-from infra.quality import quality_report
+from registry.quality import quality_report
 
 router = APIRouter(prefix="/v1", tags=["quality"])
 
 
 @router.get("/quality")
 async def quality(clients: ClientsDep) -> dict[str, Any]:
-    return await quality_report(clients.clickhouse, clients.ledger)
+    return await quality_report(clients.analytics, clients.ledger)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from api.deps import ClientsDep
 from api.errors import BadInput, TooLarge
 from infra import topics
-from tracing.events import ScanRecorded
+from tracing.events import ScanRecorded, validate_scan
 
 router = APIRouter(prefix="/v1", tags=["scans"])
 MAX_BATCH = 10_000
@@ -32,10 +32,6 @@ class ScanRejected(BaseModel):
 class ScansAccepted(BaseModel):
     accepted: int
     rejected: list[ScanRejected]
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(x) for x in e['loc']) or 'scan'}: {e['msg']}" for e in exc.errors()]
 
 
 def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[ScanRejected]]:
@@ -54,22 +50,12 @@ def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[S
     good: list[ScanRecorded] = []
     bad: list[ScanRejected] = []
     for i, item in enumerate(items):
-        sid = item.get("scan_id") if isinstance(item, dict) else None
-        if not isinstance(item, dict):
-            bad.append(ScanRejected(index=i, scan_id=None, errors=["scan must be an object"]))
-            continue
-        try:
-            scan = ScanRecorded.model_validate(item)
-            scan.check_not_future(now)
-        except ValidationError as exc:
-            bad.append(
-                ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=_errors(exc))
-            )
-            continue
-        except ValueError as exc:
-            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=[str(exc)]))
-            continue
-        good.append(scan)
+        scan, errors = validate_scan(item, now)
+        if scan is None:
+            sid = item.get("scan_id") if isinstance(item, dict) else None
+            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=errors))
+        else:
+            good.append(scan)
     return good, bad
 
 

@@ -1,18 +1,16 @@
-"""Loading the synthetic city into Redis (registry) and ClickHouse (pseudonymous copy)."""
+"""Seeding a synthetic city (the use case): residents into the live registry, their
+pseudonymous rows into analytics, and the checkpoints."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from infra.clickhouse import ClickHouse
-from infra.redis_store import CheckpointDirectory
-from infra.residents import ResidentStore, insert_checkpoints, insert_residents
 from registry.cards import HealthRecord, RuleBook, card_colour
-from registry.residents import doses_json
+from registry.ports import CheckpointRegistry, RegistryAnalytics, ResidentRegistry
+from registry.residents import analytics_row, doses_json, status_fields
 from registry.synthetic import ResidentChunk, SeedPlan, SyntheticCity, checkpoints
 
 
@@ -34,7 +32,6 @@ def _chunk_rows(
     rule = rules.for_("001", now.date())
     redis_rows: list[dict[str, str]] = []
     ch_rows: list[list[object]] = []
-    stamp = now.isoformat()
     for i in range(len(chunk)):
         doses = chunk.doses[i]
         recovered = chunk.recovered_at[i]
@@ -56,57 +53,40 @@ def _chunk_rows(
             "address": chunk.address[i],
             "household": chunk.household[i],
             "doses": doses_json([(d, v, n + 1) for n, (d, v) in enumerate(doses)]),
-            "colour": status.colour,
-            "reasons": json.dumps(status.reasons, ensure_ascii=False),
-            "rule_version": status.rule_version,
-            "updated_at": stamp,
+            **status_fields(status, now),
             "source": "seed",
         }
         if recovered is not None:
             row["recovered_at"] = recovered.isoformat()
         redis_rows.append(row)
-        ch_rows.append(
-            [
-                pseudonymize(pid),
-                pseudonymize("household:" + chunk.household[i]),
-                chunk.district[i],
-                chunk.ward[i],
-                chunk.gender[i],
-                dob.year,
-                1,
-                len(doses),
-                status.colour,
-                status.rule_version,
-                "seed",
-                now,
-            ]
-        )
+        ch_rows.append(analytics_row(row, pseudonymize, "seed", now))
     return redis_rows, ch_rows
 
 
 async def seed_city(
     plan: SeedPlan,
     *,
-    store: ResidentStore,
-    places: CheckpointDirectory,
-    clickhouse: ClickHouse,
+    registry: ResidentRegistry,
+    places: CheckpointRegistry,
+    analytics: RegistryAnalytics,
     pseudonymize: Callable[[str], str],
     rules: RuleBook,
     progress: Callable[[int], None] = lambda n: None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SeedReport:
     """Generate and load a plan; the Redis load of one chunk overlaps ClickHouse's insert."""
-    now = datetime.now(UTC)
+    now = clock()
     report = SeedReport(colours={})
     assert report.colours is not None
     households: set[str] = set()
-    pending: asyncio.Task[None] | None = None
+    pending: asyncio.Future[None] | None = None
     for chunk in SyntheticCity(plan).chunks():
         redis_rows, ch_rows = _chunk_rows(chunk, rules, now, pseudonymize, report.colours)
         households.update(chunk.household)
         if pending:
             await pending
-        pending = asyncio.create_task(asyncio.to_thread(insert_residents, clickhouse, ch_rows))
-        await store.put_many(redis_rows)
+        pending = asyncio.ensure_future(analytics.insert_residents(ch_rows))
+        await registry.put_many(redis_rows)
         report.residents += len(chunk)
         progress(len(chunk))
     if pending:
@@ -123,10 +103,8 @@ async def seed_city(
         }
         for c in cps
     )
-    await asyncio.to_thread(
-        insert_checkpoints,
-        clickhouse,
-        [[c.checkpoint_id, c.name, c.type, c.district, c.ward, c.capacity, now] for c in cps],
+    await analytics.insert_checkpoints(
+        [[c.checkpoint_id, c.name, c.type, c.district, c.ward, c.capacity, now] for c in cps]
     )
     report.households = len(households)
     report.checkpoints = len(cps)
