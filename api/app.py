@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
+from api.limits import BodyLimit
 from api.routes import (
     admin,
     checkpoints,
@@ -49,6 +50,7 @@ def create_app(
 
     app = FastAPI(title="dancu", version=metadata.version("dancu"), lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(BodyLimit)
     for module in (health, scans, stats, checkpoints, admin, imports, residents, quality):
         app.include_router(module.router)
 

@@ -4,6 +4,7 @@ duplicate fingerprints, the review queue and source freshness (the adapter behin
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import orjson
 from redis.asyncio import Redis
 
 FP_BUCKETS = 64
+_IMPORT_ID = re.compile(r"imp-[0-9]{14}-[0-9a-f]{6}")
 
 
 class ImportLedger:
@@ -26,6 +28,9 @@ class ImportLedger:
         self.dir = data_dir / "imports"
 
     def records_path(self, import_id: str) -> Path:
+        """The outcome file of an import; an ID not of our own making never names a path."""
+        if not _IMPORT_ID.fullmatch(import_id):
+            raise KeyError(import_id)
         return self.dir / import_id / "records.jsonl"
 
     @contextmanager

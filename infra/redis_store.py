@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
@@ -127,31 +127,88 @@ class VisitIndex:
 
 
 class CheckpointDirectory:
-    """Checkpoint metadata (district, ward, type) for enriching visits; cached in process."""
+    """Checkpoint metadata (district, ward, type) for enriching visits and gate policies.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    Cached in process, bounded (LRU) and short-lived: a change made here invalidates the
+    entry at once, one made by another process is seen within ``ttl`` seconds, and an
+    unknown ID is remembered only briefly, so junk IDs cannot grow the cache."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, *, max_entries: int = 100_000, ttl: float = 30.0
+    ) -> None:
         self.r = redis
         self.p = prefix
-        self._cache: dict[str, dict[str, str]] = {}
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._cache: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+
+    def _key(self, checkpoint_id: str) -> str:
+        return f"{self.p}cp:{checkpoint_id}"
 
     async def put_many(self, checkpoints: Iterable[dict[str, str]]) -> int:
+        """Write (or overwrite) checkpoints: bulk loads such as seeding."""
         n = 0
         async with self.r.pipeline(transaction=False) as pipe:
             for cp in checkpoints:
-                pipe.hset(f"{self.p}cp:{cp['checkpoint_id']}", mapping=dict(cp))  # type: ignore[arg-type]  # str values
+                pipe.hset(self._key(cp["checkpoint_id"]), mapping=dict(cp))  # type: ignore[arg-type]  # str values
                 self._cache.pop(cp["checkpoint_id"], None)
                 n += 1
             if n:
                 await pipe.execute()
         return n
 
+    async def create_many(self, rows: Sequence[dict[str, str]]) -> tuple[int, int, list[str]]:
+        """Register new checkpoints only: (created, unchanged, conflicting IDs). An ID is
+        claimed atomically (HSETNX), so two concurrent registrations cannot both win."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hsetnx(self._key(row["checkpoint_id"]), "checkpoint_id", row["checkpoint_id"])
+            claimed = await pipe.execute()
+        new = [row for row, won in zip(rows, claimed, strict=True) if won]
+        await self.put_many(new)
+        others = [row for row, won in zip(rows, claimed, strict=True) if not won]
+        current = await self._fetch([row["checkpoint_id"] for row in others])
+        unchanged, conflicts = 0, []
+        for row, now in zip(others, current, strict=True):
+            if all(now.get(k) == v for k, v in row.items()):
+                unchanged += 1
+            else:
+                conflicts.append(row["checkpoint_id"])
+        return len(new), unchanged, conflicts
+
+    async def replace(self, checkpoint_id: str, row: dict[str, str]) -> dict[str, str] | None:
+        """Overwrite a registered checkpoint; its fields before, or None when unknown."""
+        (before,) = await self._fetch([checkpoint_id])
+        if not before:
+            return None
+        await self.put_many([row])
+        return before
+
+    async def _fetch(self, ids: Sequence[str]) -> list[dict[str, str]]:
+        if not ids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(self._key(i))
+            return [f or {} for f in await pipe.execute()]
+
     async def lookup(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        missing = [i for i in set(ids) if i not in self._cache]
-        if missing:
-            async with self.r.pipeline(transaction=False) as pipe:
-                for i in missing:
-                    pipe.hgetall(f"{self.p}cp:{i}")
-                found = await pipe.execute()
-            for i, meta in zip(missing, found, strict=True):
-                self._cache[i] = meta or {}
-        return {i: self._cache[i] for i in ids}
+        wanted = list(dict.fromkeys(ids))
+        now = time.monotonic()
+        out: dict[str, dict[str, str]] = {}
+        missing = []
+        for i in wanted:
+            hit = self._cache.get(i)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(i)
+                out[i] = hit[1]
+            else:
+                missing.append(i)
+        for i, meta in zip(missing, await self._fetch(missing), strict=True):
+            out[i] = meta
+            # Unknown IDs are remembered briefly (a junk flood costs no lasting memory).
+            self._cache[i] = (now + (self.ttl if meta else min(self.ttl, 2.0)), meta)
+            self._cache.move_to_end(i)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return out

@@ -13,12 +13,14 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 
-from registry.errors import InvalidQrPayload
+from registry.errors import InvalidQrPayload, quote
 from registry.ids import GENDERS, check_id
 
-_ID = re.compile(r"^\d{12}$")
-_OLD = re.compile(r"^\d{9}$")
-_DATE = re.compile(r"^\d{8}$")
+_ID = re.compile(r"[0-9]{12}")
+_OLD = re.compile(r"[0-9]{9}")
+_DATE = re.compile(r"[0-9]{8}")
+# A chip card's QR holds about 150-300 characters; anything far longer is not one.
+MAX_PAYLOAD = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +40,8 @@ class CccdCard:
 
 
 def _date(text: str, what: str, errors: list[str], today: date) -> date | None:
-    if not _DATE.match(text):
-        errors.append(f"{what} must be ddmmyyyy, got {text!r}")
+    if not _DATE.fullmatch(text):
+        errors.append(f"{what} must be ddmmyyyy, got {quote(text)}")
         return None
     try:
         value = datetime.strptime(text, "%d%m%Y").date()  # noqa: DTZ007 - a calendar date
@@ -53,9 +55,9 @@ def _date(text: str, what: str, errors: list[str], today: date) -> date | None:
 
 def _by_content(fields: list[str]) -> list[str]:
     """Reorder a newer-layout payload into the classic order by recognising each field."""
-    ids = [f for f in fields if _ID.match(f)]
-    olds = [f for f in fields if _OLD.match(f)]
-    dates = [f for f in fields if _DATE.match(f)]
+    ids = [f for f in fields if _ID.fullmatch(f)]
+    olds = [f for f in fields if _OLD.fullmatch(f)]
+    dates = [f for f in fields if _DATE.fullmatch(f)]
     genders = [f for f in fields if f in GENDERS]
     used = set(ids[:1] + olds[:1] + dates[:2] + genders[:1])
     texts = [f for f in fields if f and f not in used]
@@ -88,6 +90,10 @@ def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
             raise InvalidQrPayload(
                 [f"payload is not UTF-8 ({exc.reason} at byte {exc.start})"]
             ) from exc
+    if len(payload) > MAX_PAYLOAD:
+        raise InvalidQrPayload(
+            [f"payload is {len(payload):,} characters; a card's is under {MAX_PAYLOAD}"]
+        )
     text = payload.strip()
     if not text:
         raise InvalidQrPayload(["payload is empty"])
@@ -96,20 +102,20 @@ def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
         if not 6 <= len(fields) <= 9:
             raise InvalidQrPayload([f"expected 7 fields separated by '|', got {len(fields)}"])
         fields = _by_content(fields)
-    elif not _ID.match(fields[0]) and any(_ID.match(f) for f in fields):
+    elif not _ID.fullmatch(fields[0]) and any(_ID.fullmatch(f) for f in fields):
         fields = _by_content(fields)
     number, old, name, dob_s, gender, address, issued_s = fields
     errors: list[str] = []
-    if old and not _OLD.match(old):
-        errors.append(f"old ID must be 9 digits or empty, got {old!r}")
+    if old and not _OLD.fullmatch(old):
+        errors.append(f"old ID must be 9 digits or empty, got {quote(old)}")
     if not name:
         errors.append("name is empty")
     elif any(ch.isdigit() for ch in name):
-        errors.append(f"name contains digits: {name!r}")
+        errors.append(f"name contains digits: {quote(name)}")
     dob = _date(dob_s, "birth date", errors, today)
     issued = _date(issued_s, "issue date", errors, today)
     if gender not in GENDERS:
-        errors.append(f"gender must be Nam or Nữ, got {gender!r}")
+        errors.append(f"gender must be Nam or Nữ, got {quote(gender)}")
     if not address:
         errors.append("address is empty")
     if dob and issued and issued < dob:

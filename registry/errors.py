@@ -1,5 +1,16 @@
 """Errors of the registry domain: one root, one-line subclasses."""
 
+QUOTE_LIMIT = 40
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A bad value as shown in an error: its repr, cut to a short prefix (a hostile 20 MB
+    field must not come back in the answer)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text):,} characters)"
+
 
 class RegistryError(Exception):
     """Root of every registry error."""
@@ -11,7 +22,7 @@ class InvalidPersonalId(RegistryError):
     def __init__(self, number: str, errors: list[str]) -> None:
         self.number = number
         self.errors = errors
-        super().__init__(f"invalid personal ID {number!r}: " + "; ".join(errors))
+        super().__init__(f"invalid personal ID {quote(number)}: " + "; ".join(errors))
 
 
 class InvalidQrPayload(RegistryError):

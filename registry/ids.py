@@ -15,7 +15,9 @@ from datetime import date
 from registry.errors import InvalidPersonalId
 from registry.reference import Province, provinces
 
-_DIGITS12 = re.compile(r"^\d{12}$")
+# ASCII digits only: \d and str.isdigit() also accept Arabic-Indic and full-width digits,
+# and "$" matches before a trailing newline.
+_DIGITS12 = re.compile(r"[0-9]{12}")
 GENDERS = ("Nam", "Nữ")
 
 
@@ -61,8 +63,9 @@ def check_id(
 ) -> IdCheck:
     """Check a personal ID's structure and, when given, its consistency with dob/gender."""
     errors: list[str] = []
-    if not _DIGITS12.match(number):
-        detail = f"got {len(number)} digits" if number.isdigit() else "got other characters"
+    if not _DIGITS12.fullmatch(number):
+        ascii_digits = number.isascii() and number.isdigit()
+        detail = f"got {len(number)} digits" if ascii_digits else "got other characters"
         return IdCheck(number, errors=[f"must be exactly 12 digits, {detail}"])
     code, g, yy = number[:3], int(number[3]), int(number[4:6])
     province = provinces().get(code)

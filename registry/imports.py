@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from registry.errors import quote
 from registry.ids import GENDERS, check_id
 from registry.residents import Resident
 
@@ -22,23 +23,46 @@ class RowError(ValueError):
     """A row that cannot be used; the message names the column and the problem."""
 
 
-def parse_date(value: str, column: str) -> date:
+# Plausible ranges: nobody alive was born before 1900, and nothing about COVID-19 (a test,
+# a dose, a declaration) happened before December 2019.
+EARLIEST_BIRTH = date(1900, 1, 1)
+EARLIEST_EVENT = date(2019, 12, 1)
+
+
+def _today() -> date:
+    return datetime.now(VN_TZ).date()
+
+
+def _in_range(value: date, column: str, earliest: date) -> date:
+    if value < earliest:
+        raise RowError(f"{column}: {value.isoformat()} is before {earliest.isoformat()}")
+    if value > _today():
+        raise RowError(f"{column}: {value.isoformat()} is in the future")
+    return value
+
+
+def parse_date(value: str, column: str, earliest: date = EARLIEST_EVENT) -> date:
+    """A calendar date (YYYY-MM-DD, DD/MM/YYYY, DD-MM-YYYY or DDMMYYYY) inside the
+    plausible range for its column."""
     text = value.strip()
     if len(text) == 10 and text[4] == "-":
         try:
-            return date.fromisoformat(text)  # the common case, in C
-        except ValueError:
-            pass
+            return _in_range(date.fromisoformat(text), column, earliest)  # common case, in C
+        except ValueError as exc:
+            if isinstance(exc, RowError):
+                raise
     for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d%m%Y"):
         try:
-            return datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a calendar date
+            day = datetime.strptime(text, fmt).date()  # noqa: DTZ007 - a calendar date
         except ValueError:
             continue
-    raise RowError(f"{column}: not a date (YYYY-MM-DD or DD/MM/YYYY): {value!r}")
+        return _in_range(day, column, earliest)
+    raise RowError(f"{column}: not a date (YYYY-MM-DD or DD/MM/YYYY): {quote(value)}")
 
 
 def parse_time(value: str, column: str) -> datetime:
-    """An ISO timestamp; without a zone it is Hà Nội time (Asia/Ho_Chi_Minh)."""
+    """An ISO 8601 timestamp (a date alone means noon); without a zone it is Hà Nội time
+    (Asia/Ho_Chi_Minh). It must fall between December 2019 and a few minutes from now."""
     text = value.strip()
     try:
         ts = datetime.fromisoformat(text)
@@ -46,9 +70,12 @@ def parse_time(value: str, column: str) -> datetime:
         try:
             ts = datetime.combine(parse_date(text, column), time(12, 0))
         except RowError as exc:
-            raise RowError(f"{column}: not a timestamp: {value!r}") from exc
+            raise RowError(f"{column}: not a timestamp: {quote(value)}") from exc
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=VN_TZ)
+    if not EARLIEST_EVENT.year <= ts.year <= _today().year + 1:
+        raise RowError(f"{column}: year {ts.year} is out of range")
+    _in_range(ts.astimezone(VN_TZ).date(), column, EARLIEST_EVENT)
     return ts.astimezone(UTC)
 
 
@@ -58,7 +85,7 @@ def parse_bool(value: str, column: str) -> bool:
         return True
     if text in ("0", "false", "no", "n", "không", "khong", ""):
         return False
-    raise RowError(f"{column}: expected yes/no, got {value!r}")
+    raise RowError(f"{column}: expected yes/no, got {quote(value)}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +105,9 @@ class Kind:
 def _common(row: dict[str, str]) -> dict[str, object]:
     return {
         "name": row.get("name", "").strip() or None,
-        "dob": parse_date(row["dob"], "dob") if row.get("dob", "").strip() else None,
+        "dob": (
+            parse_date(row["dob"], "dob", EARLIEST_BIRTH) if row.get("dob", "").strip() else None
+        ),
     }
 
 
@@ -86,7 +115,7 @@ def _vaccination(row: dict[str, str]) -> dict[str, object]:
     try:
         dose = int(row["dose"])
     except ValueError as exc:
-        raise RowError(f"dose: not a whole number: {row['dose']!r}") from exc
+        raise RowError(f"dose: not a whole number: {quote(row['dose'])}") from exc
     if not 1 <= dose <= 5:
         raise RowError(f"dose: must be 1-5, got {dose}")
     if not row["vaccine"].strip():
@@ -243,19 +272,19 @@ def parse_resident(row: dict[str, str | None], wards: dict[str, set[str]]) -> Re
         raise RowError("; ".join(errors))
     dob = None
     try:
-        dob = parse_date(clean["dob"], "dob")
+        dob = parse_date(clean["dob"], "dob", EARLIEST_BIRTH)
     except RowError as exc:
         errors.append(str(exc))
     gender = clean["gender"]
     if gender not in GENDERS:
-        errors.append(f"gender: must be Nam or Nữ, got {gender!r}")
+        errors.append(f"gender: must be Nam or Nữ, got {quote(gender)}")
     check = check_id(clean["id"], dob=dob, gender=gender if gender in GENDERS else None)
     errors.extend(f"id: {e}" for e in check.errors)
     district, ward = clean["district"], clean["ward"]
     if district not in wards:
-        errors.append(f"district: not a Hà Nội district: {district!r}")
+        errors.append(f"district: not a Hà Nội district: {quote(district)}")
     elif ward not in wards[district]:
-        errors.append(f"ward: {ward!r} is not a ward of {district}")
+        errors.append(f"ward: {quote(ward)} is not a ward of {district}")
     if errors or dob is None:
         raise RowError("; ".join(errors))
     return Resident(

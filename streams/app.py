@@ -71,6 +71,7 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         pseudonymize=clients.pseudonymize,
         topic=scans_topic.get_topic_name(),
         dwell=timedelta(minutes=settings.dwell_minutes),
+        max_age=timedelta(days=settings.visit_window_days),
     )
 
     @app.agent(scans_topic, name="record_scans")

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 import orjson
 
-from tracing.events import DeadLetter, ScanRecorded, validate_scan
+from tracing.events import MAX_SCAN_AGE, DeadLetter, ScanRecorded, validate_scan
 from tracing.visits import Visit, visit_from_scan
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class BatchResult:
 
 
 def decode_scans(
-    records: Sequence[RawRecord], topic: str, now: datetime
+    records: Sequence[RawRecord], topic: str, now: datetime, max_age: timedelta = MAX_SCAN_AGE
 ) -> tuple[list[ScanRecorded], list[DeadLetter]]:
     """Parse raw records into scans; everything unusable becomes a dead letter with a reason."""
     scans: list[ScanRecorded] = []
@@ -91,7 +91,7 @@ def decode_scans(
             continue
         items = body if isinstance(body, list) else [body]
         for item in items:
-            scan, errors = validate_scan(item, now)
+            scan, errors = validate_scan(item, now, max_age)
             if scan is None:
                 bury("; ".join(errors), item, rec)
             else:
@@ -112,6 +112,7 @@ class ScanRecorder:
         pseudonymize: Callable[[str], str],
         topic: str,
         dwell: timedelta = timedelta(minutes=30),
+        max_age: timedelta = MAX_SCAN_AGE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_delay: float = 0.5,
     ) -> None:
@@ -122,11 +123,12 @@ class ScanRecorder:
         self.pseudonymize = pseudonymize
         self.topic = topic
         self.dwell = dwell
+        self.max_age = max_age
         self.clock = clock
         self.retry_delay = retry_delay
 
     async def record(self, records: Sequence[RawRecord]) -> BatchResult:
-        scans, dead = decode_scans(records, self.topic, self.clock())
+        scans, dead = decode_scans(records, self.topic, self.clock(), self.max_age)
         result = BatchResult(dead=dead)
         if dead:
             await self._retry("dead-letter send", lambda: self.dead_letters.send(dead))

@@ -11,16 +11,19 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
 )
 
+from registry.errors import quote
 from registry.ids import check_id
 
 # A device clock may run a little ahead of ours; more than this is a bad timestamp.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# A scan older than the tracing retention can no longer matter (and is refused).
+MAX_SCAN_AGE = timedelta(days=21)
 
 
 def _valid_person_id(value: str) -> str:
@@ -33,10 +36,27 @@ def _valid_person_id(value: str) -> str:
 PersonId = Annotated[str, AfterValidator(_valid_person_id)]
 
 
-def _aware_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
+def _iso_with_zone(value: object) -> datetime:
+    """Strict ISO 8601 with a zone: no epoch numbers, no dates alone, no naive times."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"must be an ISO 8601 string with a timezone (e.g. 2021-09-01T10:00:00+07:00), "
+            f"got {type(value).__name__}"
+        )
+    if len(value) > 40:
+        raise ValueError(f"not an ISO 8601 timestamp: {quote(value)}")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 timestamp: {quote(value)}") from None
+    if ts.tzinfo is None:
         raise ValueError("timestamp must carry a timezone (e.g. +07:00 or Z)")
-    return value.astimezone(UTC)
+    if not 2000 <= ts.year <= 2200:  # far outside any plausible range; keeps arithmetic safe
+        raise ValueError(f"year {ts.year} is out of range")
+    return ts.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_with_zone)]
 
 
 class ScanRecorded(BaseModel):
@@ -47,21 +67,22 @@ class ScanRecorded(BaseModel):
     scan_id: str = Field(min_length=1, max_length=128)
     person_id: PersonId
     checkpoint_id: str = Field(min_length=1, max_length=128)
-    ts: datetime
+    ts: Timestamp
     source: Literal["gate", "self"]
-    t_out: datetime | None = None  # a check-out, when the checkpoint records one
+    t_out: Timestamp | None = None  # a check-out, when the checkpoint records one
 
-    @field_validator("ts", "t_out")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _aware_utc(value)
-
-    def check_not_future(self, now: datetime) -> None:
-        """Reject scans stamped in the future (beyond a small device clock skew)."""
+    def check_time(self, now: datetime, max_age: timedelta = MAX_SCAN_AGE) -> None:
+        """Refuse scans stamped in the future (beyond a small device clock skew) or older
+        than the tracing retention, and check-outs before check-ins (or over a day later)."""
         if self.ts > now + MAX_CLOCK_SKEW:
-            raise ValueError(f"ts {self.ts.isoformat()} is in the future")
-        if self.t_out is not None and self.t_out < self.ts:
-            raise ValueError("t_out is before ts")
+            raise ValueError(f"ts: {self.ts.isoformat()} is in the future")
+        if self.ts < now - max_age:
+            raise ValueError(
+                f"ts: {self.ts.isoformat()} is older than the tracing retention "
+                f"({max_age.days} days)"
+            )
+        if self.t_out is not None and not self.ts <= self.t_out <= self.ts + timedelta(days=1):
+            raise ValueError("t_out: must be after ts and within a day of it")
 
 
 def validation_errors(exc: ValidationError) -> list[str]:
@@ -69,14 +90,16 @@ def validation_errors(exc: ValidationError) -> list[str]:
     return [f"{'.'.join(str(x) for x in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()]
 
 
-def validate_scan(item: object, now: datetime) -> tuple[ScanRecorded | None, list[str]]:
+def validate_scan(
+    item: object, now: datetime, max_age: timedelta = MAX_SCAN_AGE
+) -> tuple[ScanRecorded | None, list[str]]:
     """A scan from untrusted JSON (a device's request, a Kafka record), or why not: the
     one validation the API and the agent share."""
     if not isinstance(item, dict):
         return None, [f"expected a JSON object, got {type(item).__name__}"]
     try:
         scan = ScanRecorded.model_validate(item)
-        scan.check_not_future(now)
+        scan.check_time(now, max_age)
     except ValidationError as exc:
         return None, validation_errors(exc)
     except ValueError as exc:
@@ -91,16 +114,11 @@ class F0Reported(BaseModel):
 
     report_id: str = Field(min_length=1, max_length=128)
     person_id: PersonId
-    sample_time: datetime
+    sample_time: Timestamp
     symptomatic: bool = False
-    onset_date: datetime | None = None
-    reported_at: datetime
+    onset_date: Timestamp | None = None
+    reported_at: Timestamp
     withdrawn: bool = False
-
-    @field_validator("sample_time", "reported_at", "onset_date")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _aware_utc(value)
 
 
 class ExposureFlagged(BaseModel):

@@ -3,6 +3,7 @@ one outcome per row, and the review queue of mismatches."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -13,13 +14,14 @@ from pydantic import BaseModel
 
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
-from infra.tables import TableError, table_from_bytes
+from infra.tables import TableError, read_stream
+from registry.errors import quote
 from registry.importer import Importer, decide_review
-from registry.imports import KINDS
+from registry.imports import KINDS, OUTCOMES
 from registry.reports import ImportFailed
 
 router = APIRouter(prefix="/v1", tags=["imports"])
-MAX_UPLOAD = 256 << 20
+SPOOL_IN_MEMORY = 8 << 20
 
 
 class NotFound(ApiError):
@@ -28,22 +30,32 @@ class NotFound(ApiError):
 
 @router.post("/imports/{kind}", status_code=201)
 async def create_import(
-    kind: str, request: Request, clients: ClientsDep, filename: str = "upload"
+    kind: str,
+    request: Request,
+    clients: ClientsDep,
+    filename: Annotated[str, Query(max_length=200)] = "upload",
 ) -> dict[str, Any]:
-    """Import a file of records (CSV with a header row, or JSON Lines)."""
+    """Import a file of records (CSV with a header row, or JSON Lines). The body streams
+    into a spool file (memory up to 8 MiB, disk beyond), so its size costs no memory."""
     if kind not in KINDS:
-        raise NotFound(f"unknown import kind {kind!r}; one of: {', '.join(KINDS)}")
-    body = await request.body()
-    if not body.strip():
+        raise NotFound(f"unknown import kind {quote(kind)}; one of: {', '.join(KINDS)}")
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by the rows
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        spool.write(chunk)
+    if size == 0:
+        spool.close()
         raise BadInput("empty body: send a CSV (with a header row) or JSON Lines file")
-    if len(body) > MAX_UPLOAD:
-        raise BadInput(f"upload larger than {MAX_UPLOAD >> 20} MiB; use `dancu import`")
+    spool.seek(0)
     try:
-        header, rows = table_from_bytes(body, filename)
+        header, rows = read_stream(spool, filename)  # type: ignore[arg-type]  # a binary file
         importer = Importer(clients.residents, clients.ledger, clients.health_records)
         report = await importer.run(kind, header, rows, source=f"api:{filename}")
     except (TableError, ImportFailed) as exc:
         raise BadInput(str(exc)) from exc
+    finally:
+        spool.close()
     return report.as_dict()
 
 
@@ -56,7 +68,7 @@ async def list_imports(clients: ClientsDep) -> list[dict[str, Any]]:
 async def get_import(import_id: str, clients: ClientsDep) -> dict[str, Any]:
     report = await clients.ledger.report(import_id)
     if report is None:
-        raise NotFound(f"no import {import_id!r}")
+        raise NotFound(f"no import {quote(import_id)}")
     return report
 
 
@@ -67,9 +79,15 @@ async def get_import_records(
     outcome: Annotated[str | None, Query(description="only this outcome")] = None,
 ) -> StreamingResponse:
     """One JSON line per input row: {"row", "outcome", "reason", "person_id"}."""
-    path = clients.ledger.records_path(import_id)
-    if not path.exists():
-        raise NotFound(f"no records for import {import_id!r}")
+    try:
+        path = clients.ledger.records_path(import_id)
+    except KeyError:
+        path = None
+    if path is None or not path.exists():
+        raise NotFound(f"no records for import {quote(import_id)}")
+    known = (*OUTCOMES, "loaded", "rejected")
+    if outcome is not None and outcome not in known:
+        raise BadInput(f"outcome must be one of {', '.join(known)}; got {quote(outcome)}")
     wanted = f'"outcome":"{outcome}"'.encode() if outcome else None
 
     def lines() -> Iterator[bytes]:
@@ -98,7 +116,7 @@ async def decide(review_id: str, body: ReviewDecision, clients: ClientsDep) -> d
         clients.ledger, clients.health_records, review_id, body.decision == "accept"
     )
     if item is None:
-        raise NotFound(f"no review item {review_id!r}")
+        raise NotFound(f"no review item {quote(review_id)}")
     return {
         "review_id": review_id,
         "decision": body.decision,

@@ -3,18 +3,17 @@ is written to the append-only audit log (who, what, when, why)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field, model_validator
 
+from api.audit import audit
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
-from infra.clients import Clients
 from registry.cards import gate_decision
 from registry.cccd import parse_cccd
-from registry.errors import InvalidQrPayload
+from registry.errors import InvalidQrPayload, quote
 from registry.ids import check_id
 from registry.residents import status_view
 
@@ -30,19 +29,6 @@ class ResidentStatus(BaseModel):
     reasons: list[str]
     rule_version: str
     updated_at: str
-
-
-async def audit(clients: Clients, actor: str, action: str, person_id: str, why: str) -> None:
-    await clients.redis.xadd(
-        f"{clients.settings.redis_prefix}audit",
-        {
-            "at": datetime.now(UTC).isoformat(),
-            "actor": actor,
-            "action": action,
-            "person_key": clients.pseudonymize(person_id),
-            "why": why,
-        },
-    )
 
 
 def _valid_id(person_id: str) -> str:
@@ -99,7 +85,7 @@ async def gate_check(
     fields = await clients.residents.get(person_id)
     place = (await clients.checkpoints.lookup([body.checkpoint_id]))[body.checkpoint_id]
     if not place:
-        raise NotFound(f"checkpoint {body.checkpoint_id!r} is not registered")
+        raise NotFound(f"checkpoint {quote(body.checkpoint_id)} is not registered")
     await audit(clients, x_actor, "gate-check", person_id, body.checkpoint_id)
     if fields is None:
         return GateDecision(

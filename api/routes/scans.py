@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from fastapi import APIRouter, Request
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from api.deps import ClientsDep
 from api.errors import BadInput, TooLarge
 from infra import topics
-from tracing.events import ScanRecorded, validate_scan
+from tracing.events import MAX_SCAN_AGE, ScanRecorded, validate_scan
 
 router = APIRouter(prefix="/v1", tags=["scans"])
 MAX_BATCH = 10_000
@@ -34,7 +34,9 @@ class ScansAccepted(BaseModel):
     rejected: list[ScanRejected]
 
 
-def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[ScanRejected]]:
+def parse_scans(
+    body: object, now: datetime, max_age: timedelta = MAX_SCAN_AGE
+) -> tuple[list[ScanRecorded], list[ScanRejected]]:
     if isinstance(body, dict) and isinstance(body.get("scans"), list):
         items = body["scans"]
     elif isinstance(body, list):
@@ -50,10 +52,12 @@ def parse_scans(body: object, now: datetime) -> tuple[list[ScanRecorded], list[S
     good: list[ScanRecorded] = []
     bad: list[ScanRejected] = []
     for i, item in enumerate(items):
-        scan, errors = validate_scan(item, now)
+        scan, errors = validate_scan(item, now, max_age)
         if scan is None:
             sid = item.get("scan_id") if isinstance(item, dict) else None
-            bad.append(ScanRejected(index=i, scan_id=str(sid) if sid else None, errors=errors))
+            # Only a short prefix of a bad scan_id is echoed back.
+            echo = str(sid)[:64] if sid else None
+            bad.append(ScanRejected(index=i, scan_id=echo, errors=errors))
         else:
             good.append(scan)
     return good, bad
@@ -66,7 +70,8 @@ async def post_scans(request: Request, clients: ClientsDep) -> ScansAccepted:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(f"body is not valid JSON: {exc}") from exc
-    good, bad = parse_scans(body, datetime.now(UTC))
+    max_age = timedelta(days=clients.settings.visit_window_days)
+    good, bad = parse_scans(body, datetime.now(UTC), max_age)
     if not good:
         raise BadInput("no valid scan in the request", details=[b.model_dump() for b in bad])
     groups: dict[str, list[dict[str, object]]] = defaultdict(list)

@@ -46,3 +46,29 @@ def test_uploads_are_sniffed() -> None:
     assert header == ["a"] and [r["a"] for r in rows] == ["1", "2"]
     header, rows = table_from_bytes(b"a,b\n1,2\n", "upload")
     assert header == ["a", "b"] and list(rows) == [{"a": "1", "b": "2"}]
+
+
+def test_oversized_fields_and_lines_are_error_rows_and_the_rest_still_counts() -> None:
+    big = "x" * 200_000
+    _, rows = table_from_bytes(f"a,b\n1,2\n3,{big}\n5,6\n".encode(), "t.csv")
+    got = list(rows)
+    assert got[0] == {"a": "1", "b": "2"} and got[2] == {"a": "5", "b": "6"}
+    assert "field larger than field limit" in got[1]["__error__"]
+    assert big[:100] not in got[1]["__error__"]
+
+    body = b'{"a": "1"}\n{"a": "' + b"y" * 20_000 + b'"}\n{"a": "3"}\n'
+    _header, rows = table_from_bytes(body, "t.jsonl")
+    got = list(rows)
+    assert got[0] == {"a": "1"} and got[2] == {"a": "3"}
+    assert "longer than 10,000 characters" in got[1]["__error__"]
+
+    body = b'{"a": "1"}\n{"a": "' + b"z" * (2 << 20) + b'"}\n{"a": "3"}\n'
+    got = list(table_from_bytes(body, "t.jsonl")[1])
+    assert got[0] == {"a": "1"} and got[2] == {"a": "3"}
+    assert "line longer than" in got[1]["__error__"]
+
+
+def test_broken_utf8_midway_keeps_the_rows_before() -> None:
+    _header, rows = table_from_bytes(b"a,b\n1,2\n" + b"3,\xff\xfe\n" * 3000, "t.csv")
+    got = list(rows)
+    assert got[0] == {"a": "1", "b": "2"} and "not UTF-8" in got[-1]["__error__"]
