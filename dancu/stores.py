@@ -14,6 +14,7 @@ from infra.kafka_io import KafkaHealthRecords, create_topics, make_producer
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
 from infra.residents import ClickHouseRegistry, ResidentStore
+from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from registry.pseudonym import Pseudonymizer
 
@@ -49,7 +50,7 @@ async def open_stores(
             index=VisitIndex(
                 redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
             ),
-            pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
+            pseudonymize=Pseudonymizer(pseudonym_key(settings)),
         )
         if clickhouse:
             ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)

@@ -16,6 +16,7 @@ from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
 from infra.residents import ClickHouseRegistry, ResidentStore
+from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
@@ -81,7 +82,7 @@ class Clients:
                 redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
             ),
             checkpoints=CheckpointDirectory(redis, settings.redis_prefix),
-            pseudonymize=Pseudonymizer(settings.pseudonym_secret.get_secret_value().encode()),
+            pseudonymize=Pseudonymizer(pseudonym_key(settings)),
             residents=ResidentStore(redis, settings.redis_prefix),
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
             health_records=KafkaHealthRecords(producer, settings),

@@ -12,8 +12,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DEV_SECRET = "dancu-development-secret-do-not-use"
-
 
 class KafkaSettings(BaseSettings):
     """``KAFKA_BOOTSTRAP`` set means an external cluster; unset means the embedded broker."""
@@ -53,7 +51,9 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     redis_prefix: str = "dancu:"
     app_id: str = "dancu"
-    pseudonym_secret: SecretStr = SecretStr(_DEV_SECRET)
+    # The HMAC key of pseudonyms. Unset outside production: a random key made once per
+    # data directory (infra/secrets.py); never a constant in the source.
+    pseudonym_secret: SecretStr | None = None
     dwell_minutes: int = 30
     visit_window_days: int = 21
     batch_size: int = 5000
@@ -66,8 +66,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:
-        if self.env == "production" and self.pseudonym_secret.get_secret_value() == _DEV_SECRET:
+        if self.env == "production" and self.pseudonym_secret is None:
             raise ValueError("DANCU_PSEUDONYM_SECRET must be set in production")
+        if self.pseudonym_secret is not None and len(self.pseudonym_secret) < 16:
+            raise ValueError("DANCU_PSEUDONYM_SECRET must be at least 16 characters")
         return self
 
     # Resolved endpoints -------------------------------------------------------------

@@ -3,16 +3,17 @@ is written to the append-only audit log (who, what, when, why)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Path
 from pydantic import BaseModel, Field, model_validator
 
 from api.audit import audit
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
+from api.routes.checkpoints import CHECKPOINT_ID
 from registry.cards import gate_decision
-from registry.cccd import parse_cccd
+from registry.cccd import MAX_PAYLOAD, parse_cccd
 from registry.errors import InvalidQrPayload, quote
 from registry.ids import check_id
 from registry.residents import status_view
@@ -34,16 +35,16 @@ class ResidentStatus(BaseModel):
 def _valid_id(person_id: str) -> str:
     result = check_id(person_id)
     if not result.valid:
-        raise BadInput("invalid personal ID: " + "; ".join(result.errors))
+        raise BadInput("person_id: invalid personal ID: " + "; ".join(result.errors))
     return person_id
 
 
 @router.get("/residents/{person_id}/status", response_model=ResidentStatus)
 async def resident_status(
-    person_id: str,
+    person_id: Annotated[str, Path(max_length=64)],
     clients: ClientsDep,
-    x_actor: str = Header(default="anonymous", description="who is asking"),
-    x_purpose: str = Header(default="status lookup", description="why"),
+    x_actor: Annotated[str, Header(max_length=100, description="who is asking")] = "anonymous",
+    x_purpose: Annotated[str, Header(max_length=200, description="why")] = "status lookup",
 ) -> dict[str, Any]:
     fields = await clients.residents.get(_valid_id(person_id))
     await audit(clients, x_actor, "status", person_id, x_purpose)
@@ -53,9 +54,11 @@ async def resident_status(
 
 
 class GateCheck(BaseModel):
-    checkpoint_id: str = Field(min_length=1)
-    person_id: str | None = None
-    qr: str | None = Field(default=None, description="raw CCCD QR text read by the camera")
+    checkpoint_id: str = Field(pattern=CHECKPOINT_ID)
+    person_id: str | None = Field(default=None, max_length=12)
+    qr: str | None = Field(
+        default=None, max_length=MAX_PAYLOAD, description="raw CCCD QR text read by the camera"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> GateCheck:
@@ -72,14 +75,18 @@ class GateDecision(BaseModel):
 
 @router.post("/gate/check", response_model=GateDecision)
 async def gate_check(
-    body: GateCheck, clients: ClientsDep, x_actor: str = Header(default="device")
+    body: GateCheck,
+    clients: ClientsDep,
+    x_actor: Annotated[str, Header(max_length=100)] = "device",
 ) -> GateDecision:
     """Allow or deny at a checkpoint by the resident's card colour and the place's policy."""
     if body.qr:
         try:
             person_id = parse_cccd(body.qr).id
         except InvalidQrPayload as exc:
-            raise BadInput("; ".join(exc.errors)) from exc
+            raise BadInput("qr: " + "; ".join(exc.errors)) from exc
+        if body.person_id and body.person_id != person_id:
+            raise BadInput("person_id and qr name different people; send one of them")
     else:
         person_id = _valid_id(str(body.person_id))
     fields = await clients.residents.get(person_id)

@@ -97,3 +97,54 @@ async def test_bad_bodies_are_422_with_a_clear_error(
     )
     assert r.status_code == status and fragment in r.json()["error"]
     assert producer.sent == []
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "fragment"),
+    [
+        ({"ts": "9999-12-31T23:59:59+00:00"}, "ts", "year 9999"),
+        ({"ts": "0001-01-01T00:00:00+00:00"}, "ts", "year 1"),
+        ({"ts": 1630465200}, "ts", "ISO 8601"),
+        ({"ts": "2021-09-01"}, "ts", "timezone"),
+        ({"ts": (datetime.now(UTC) - timedelta(days=30)).isoformat()}, "ts", "retention"),
+        ({"person_id": "٠٠١٠٩٠١٢٣٤٥٦"}, "person_id", "12 digits"),  # Arabic-Indic digits
+        ({"person_id": "００１０９０１２３４５６"}, "person_id", "12 digits"),  # full-width
+        ({"person_id": "001090123456\n"}, "person_id", "12 digits"),
+        ({"person_id": 1090123456}, "person_id", "string"),
+    ],
+)
+async def test_hostile_values_are_refused_by_name_and_the_good_scan_kept(
+    api: tuple, over: dict[str, object], field: str, fragment: str
+) -> None:
+    client, producer = api
+    r = await client.post("/v1/scans", json=[scan(1), scan(2, **over)])
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["accepted"] == 1 and body["rejected"][0]["index"] == 1
+    error = " ".join(body["rejected"][0]["errors"])
+    assert error.startswith(field) and fragment in error, error
+    assert len(producer.sent) == 1
+
+
+async def test_a_huge_scan_id_is_never_echoed_back(api: tuple) -> None:
+    client, _ = api
+    r = await client.post("/v1/scans", json=[scan(1, scan_id="x" * 1_000_000)])
+    assert r.status_code == 422
+    assert len(r.content) < 2_000
+
+
+async def test_bodies_over_the_route_limit_are_413_before_being_read(api: tuple) -> None:
+    client, producer = api
+    big = orjson.dumps([scan(1, scan_id="y" * (5 << 20))])
+    r = await client.post("/v1/scans", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "4 MiB" in r.json()["error"]
+
+    async def chunks():  # no Content-Length: refused while streaming
+        for _ in range(10):
+            yield b"z" * (1 << 20)
+
+    r = await client.post("/v1/scans", content=chunks())
+    assert r.status_code == 413
+    r = await client.post("/v1/gate/check", content=b"{" + b" " * (100 << 10) + b"}")
+    assert r.status_code == 413 and "64 KiB" in r.json()["error"]
+    assert producer.sent == []

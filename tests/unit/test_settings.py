@@ -1,5 +1,9 @@
+import stat
+from pathlib import Path
+
 import pytest
 
+from infra.secrets import pseudonym_key
 from infra.settings import Settings
 
 
@@ -31,3 +35,18 @@ def test_production_refuses_the_development_secret(monkeypatch: pytest.MonkeyPat
 
 def test_topic_prefix() -> None:
     assert Settings(topic_prefix="t1-").topic("scans") == "t1-scans"
+
+
+def test_development_key_is_random_per_data_dir_private_and_stable(tmp_path: Path) -> None:
+    a, b = Settings(data_dir=tmp_path / "a"), Settings(data_dir=tmp_path / "b")
+    key_a = pseudonym_key(a)
+    assert len(key_a) >= 32 and key_a == pseudonym_key(a) != pseudonym_key(b)
+    assert stat.S_IMODE((tmp_path / "a" / "pseudonym.key").stat().st_mode) == 0o600
+    given = Settings(data_dir=tmp_path / "c", pseudonym_secret="s" * 20)  # type: ignore[arg-type]
+    assert pseudonym_key(given) == b"s" * 20
+
+
+def test_no_pseudonym_secret_constant_in_the_source() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "infra").rglob("*.py"):
+        assert "do-not-use" not in path.read_text("utf-8"), path

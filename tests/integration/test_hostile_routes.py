@@ -1,0 +1,133 @@
+"""Every route of the OpenAPI schema, fed hostile bodies, parameters and path values on
+the real platform: never a 5xx, always a short JSON error (no echo of a huge value)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+BIG = "9" * 50_000
+HOSTILE_BODIES: list[bytes] = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b'"text"',
+    b"123",
+    b"{oops",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a": ' * 2000 + b"1" + b"}" * 2000,
+    ('{"checkpoint_id": "' + BIG + '"}').encode(),
+    '{"person_id": "٠٠١٠٩٠١٢٣٤٥٦", "checkpoint_id": "cp1"}'.encode(),
+    b'{"person_id": "001090123456\\n", "checkpoint_id": "cp1"}',
+    b'{"scan_id": "s", "person_id": "001090123456", "checkpoint_id": "c", '
+    b'"ts": "9999-12-31T23:59:59+00:00", "source": "gate"}',
+    b'{"scan_id": "s", "person_id": "001090123456", "checkpoint_id": "c", '
+    b'"ts": -62135596800, "source": "gate"}',
+    b'[{"checkpoint_id": "cp\\u0000", "district": "<script>alert(1)</script>"}]',
+    b'{"decision": ["accept"]}',
+    "id,name\n١,٢\n".encode(),
+    b"\xff\xfe\x00garbage",
+]
+HOSTILE_PATH_VALUES = ["..%2F..%2Fetc%2Fpasswd", "x" * 3000, "%00", "١٢٣", "imp-../../x"]
+HOSTILE_QUERY = {"limit": "-1", "outcome": "<b>", "filename": "f" * 500}
+
+
+def _paths(platform: Platform) -> list[tuple[str, str]]:
+    schema = httpx.get(f"{platform.url}/openapi.json", timeout=10).json()
+    return [
+        (method.upper(), path)
+        for path, ops in schema["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "delete", "patch")
+    ]
+
+
+def _check(r: httpx.Response, what: str, failures: list[str]) -> None:
+    if r.status_code >= 500:
+        failures.append(f"{what} → {r.status_code}: {r.text[:200]}")
+    elif r.status_code >= 400:
+        if len(r.content) > 20_000:
+            failures.append(f"{what} → {r.status_code} with a {len(r.content)}-byte answer")
+        elif not isinstance(r.json().get("error"), str) or not r.json()["error"]:
+            failures.append(f"{what} → {r.status_code} without an error message")
+
+
+def test_no_route_answers_hostile_input_with_a_5xx(platform: Platform) -> None:
+    platform.start()
+    failures: list[str] = []
+    routes = _paths(platform)
+    assert len(routes) >= 15, routes
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
+        for method, path in routes:
+            if path == "/v1/admin/rebuild":
+                continue  # takes no input
+            concrete = re.sub(r"\{[^}]+\}", "vaccinations", path)
+            for body in HOSTILE_BODIES if method in ("POST", "PUT", "PATCH") else [b""]:
+                r = client.request(
+                    method,
+                    concrete,
+                    content=body,
+                    params=HOSTILE_QUERY,
+                    headers={"content-type": "application/json"},
+                )
+                _check(r, f"{method} {concrete} body={body[:40]!r}", failures)
+            for value in HOSTILE_PATH_VALUES if "{" in path else []:
+                hostile = re.sub(r"\{[^}]+\}", value, path)
+                r = client.request(method, hostile, content=b"{}")
+                _check(r, f"{method} {hostile[:80]}", failures)
+    assert not failures, "\n".join(failures[:30])
+
+
+def test_hostile_fields_are_named_in_the_error(platform: Platform) -> None:
+    platform.start()
+    url = platform.url
+    r = httpx.post(f"{url}/v1/gate/check", json={"checkpoint_id": "cp1", "person_id": "٠" * 12})
+    assert r.status_code == 422 and "person_id" in r.json()["error"]
+    r = httpx.get(f"{url}/v1/residents/00109012345%0A/status")
+    assert r.status_code == 422 and "12 digits" in r.json()["error"]
+    r = httpx.post(
+        f"{url}/v1/checkpoints",
+        json=[{"checkpoint_id": "cp-x", "district": "<img src=x onerror=alert(1)>"}],
+    )
+    assert r.status_code == 422 and "district" in r.json()["error"]
+    qr = "001090123456|012345678|Nguyễn Văn An|15031990|Nam|Số 12, Kim Mã, Ba Đình|10052021"
+    r = httpx.post(
+        f"{url}/v1/gate/check",
+        json={"checkpoint_id": "cp1", "qr": qr, "person_id": "001190654321"},
+    )
+    assert r.status_code == 422 and "different people" in r.json()["error"]
+    r = httpx.post(
+        f"{url}/v1/imports/vaccinations",
+        content=b"person_id,name,dob,dose,vaccine,date\n"
+        b"001090123456,An,9999-01-01,1,AZ,0001-01-01\n"
+        b"001090123456,An,1990-03-15,1,AZ," + b"x" * 200_000 + b"\n",
+    )
+    assert r.status_code == 201, r.text
+    rows = httpx.get(f"{url}/v1/imports/{r.json()['import_id']}/records").text.splitlines()
+    assert len(rows) == 2 and all('"invalid"' in x for x in rows)
+    assert "future" in rows[0] and "field larger" in rows[1]
+
+
+def test_checkpoints_change_only_by_an_explicit_update(platform: Platform) -> None:
+    platform.start()
+    url = platform.url
+    hospital = {"checkpoint_id": "HN-h1", "type": "hospital", "district": "Ba Đình"}
+    assert httpx.post(f"{url}/v1/checkpoints", json=[hospital]).status_code == 201
+    again = httpx.post(f"{url}/v1/checkpoints", json=[hospital])
+    assert again.status_code == 201 and again.json() == {"registered": 0, "unchanged": 1}
+    r = httpx.post(f"{url}/v1/checkpoints", json=[{**hospital, "type": "restaurant"}])
+    assert r.status_code == 409 and "HN-h1" in r.json()["error"]
+    r = httpx.put(
+        f"{url}/v1/checkpoints/HN-h1",
+        json={"type": "restaurant", "district": "Ba Đình"},
+        headers={"X-Actor": "official-7", "X-Purpose": "premises converted"},
+    )
+    assert r.status_code == 200 and r.json()["changed"] == ["type"]
+    assert httpx.put(f"{url}/v1/checkpoints/nope", json=hospital).status_code == 404
