@@ -153,25 +153,35 @@ def up(
 
 @app.command()
 def rebuild() -> None:
-    """Restore Redis's visit indexes from ClickHouse (through the running API if up)."""
+    """Restore Redis's derived state from ClickHouse: checkpoints, residents' statuses,
+    visit indexes (through the running API if up). Re-import the registry export first."""
     settings = _settings()
     if _via_api(settings, "POST", "/v1/admin/rebuild", timeout=600):
         return
-    from dancu.stores import open_stores
-    from infra.rebuild import rebuild_visit_index
+    from dataclasses import asdict
 
-    async def run() -> int:
+    from dancu.stores import open_stores
+    from infra.rebuild import rebuild_all
+    from registry.cards import load_rulebook
+
+    async def run() -> dict[str, int]:
         async with open_stores(settings, clickhouse=True) as st:
             assert st.clickhouse is not None
-            with err.status("rebuilding visit indexes …") as status:
-                return await rebuild_visit_index(
+            with err.status("rebuilding Redis from ClickHouse …") as status:
+                done = await rebuild_all(
                     st.clickhouse,
                     st.index,
+                    st.residents,
+                    st.places,
+                    st.ledger,
+                    st.pseudonymize,
+                    load_rulebook(),
                     timedelta(days=settings.visit_window_days),
-                    lambda n: status.update(f"restored {n:,} visits"),
+                    lambda what, n: status.update(f"restored {n:,} {what}"),
                 )
+        return asdict(done)
 
-    out.print_json(json.dumps({"visits_restored": asyncio.run(run())}))
+    out.print_json(json.dumps(asyncio.run(run())))
 
 
 @app.command()
@@ -376,7 +386,8 @@ def _decide(review_id: str, accept: bool) -> None:
     from registry.importer import decide_review
 
     async def fn(st: Any) -> bool:
-        return await decide_review(st.ledger, st.health_records, review_id, accept) is not None
+        item = await decide_review(st.ledger, st.health_records, st.residents, review_id, accept)
+        return item is not None
 
     if not _review_call(fn):
         err.print(f"[red]error:[/red] no review item {review_id!r}")

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
+from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
@@ -20,7 +22,8 @@ from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
-from registry.residents import analytics_row
+from registry.residents import IDENTITY_FIELDS, analytics_row
+from tracing.events import HealthRecordImported
 from tracing.visits import Visit
 
 
@@ -41,9 +44,26 @@ class ClickHouseResidentSink:
         self.analytics = ClickHouseRegistry(clickhouse)
         self.pseudonymize = pseudonymize
 
-    async def upsert(self, residents: Sequence[dict[str, str]]) -> None:
+    async def upsert(
+        self, residents: Sequence[dict[str, str]], facts: Sequence[HealthRecordImported]
+    ) -> None:
         now = datetime.now(UTC)
         rows = [analytics_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
+        history = [
+            [
+                self.pseudonymize(e.person_id),
+                e.record_id,
+                e.kind,
+                orjson.dumps(
+                    {k: v for k, v in e.record.items() if k not in IDENTITY_FIELDS}
+                ).decode(),
+                int(e.supersedes),
+                e.import_id,
+                now,
+            ]
+            for e in facts
+        ]
+        await self.analytics.insert_health_records(history)
         await self.analytics.insert_residents(rows)
 
 
@@ -62,6 +82,7 @@ class Clients:
     health_records: KafkaHealthRecords
     analytics: ClickHouseRegistry
     rules: RuleBook
+    health: AgentHealth
 
     @classmethod
     async def open(cls, settings: Settings, clickhouse: ClickHouse | None = None) -> Clients:
@@ -88,6 +109,7 @@ class Clients:
             health_records=KafkaHealthRecords(producer, settings),
             analytics=ClickHouseRegistry(ch),
             rules=load_rulebook(),
+            health=AgentHealth(),
         )
 
     async def close(self) -> None:

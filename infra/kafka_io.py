@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -41,7 +42,17 @@ async def create_topics(settings: Settings, names: Iterable[str] = topics.ALL) -
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, settings.kafka.partitions, 1) for t in real if t not in existing]
+        config = {"min.insync.replicas": str(settings.kafka.min_insync_replicas)}
+        new = [
+            NewTopic(
+                t,
+                settings.kafka.partitions,
+                settings.kafka.replication_factor,
+                topic_configs=config,
+            )
+            for t in real
+            if t not in existing
+        ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
@@ -51,13 +62,15 @@ async def create_topics(settings: Settings, names: Iterable[str] = topics.ALL) -
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    """An idempotence-free, batching producer: scans are deduplicated by scan_id downstream."""
+    """A batching, idempotent producer with ``acks=all``: a send that returned is on every
+    in-sync replica, and a retried send is never written twice."""
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "linger_ms": 5,
         "max_batch_size": 1 << 20,
         "max_request_size": 8 << 20,
-        "acks": 1,
+        "acks": "all",
+        "enable_idempotence": True,
         "client_id": f"{settings.app_id}-producer",
     }
     options.update(overrides)
@@ -119,18 +132,21 @@ class KafkaLag:
 
 
 class KafkaHealthRecords:
-    """The health-record sink on Kafka ``health-records`` (JSON arrays); ``send`` returns
-    once every record is acknowledged by the broker."""
+    """The health-record sink on Kafka ``health-records``: one message per person (a JSON
+    array of that person's records, in file order), keyed by ``person_id``, so one
+    person's records reach one worker in order. ``send`` returns once every message is
+    acknowledged by all in-sync replicas."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, per_message: int = 500):
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings):
         self.producer = producer
         self.topic = settings.topic(topics.HEALTH_RECORDS)
-        self.per_message = per_message
 
     async def send(self, events: list[dict[str, object]]) -> None:
-        futures = []
-        for i in range(0, len(events), self.per_message):
-            chunk = events[i : i + self.per_message]
-            key = str(chunk[0]["person_id"]).encode()
-            futures.append(await self.producer.send(self.topic, orjson.dumps(chunk), key=key))
+        by_person: dict[str, list[dict[str, object]]] = defaultdict(list)
+        for e in events:
+            by_person[str(e["person_id"])].append(e)
+        futures = [
+            await self.producer.send(self.topic, orjson.dumps(chunk), key=person.encode())
+            for person, chunk in by_person.items()
+        ]
         await asyncio.gather(*futures)

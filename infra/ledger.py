@@ -57,29 +57,31 @@ class ImportLedger:
         return sorted((orjson.loads(v) for v in raw), key=lambda r: r["started_at"])
 
     def _bucket(self, fp: str) -> str:
-        return f"{self.p}imported:{int(fp[:4], 16) % FP_BUCKETS}"
+        return f"{self.p}applied:{int(fp[:4], 16) % FP_BUCKETS}"
 
-    async def imported(self, fingerprints: list[str]) -> list[bool]:
+    async def applied(self, keys: list[str]) -> list[str | None]:
+        """The content of the applied record under each natural key, None when none is."""
         by: dict[str, list[int]] = defaultdict(list)
-        for i, fp in enumerate(fingerprints):
-            by[self._bucket(fp)].append(i)
-        out = [False] * len(fingerprints)
+        for i, key in enumerate(keys):
+            by[self._bucket(key)].append(i)
+        out: list[str | None] = [None] * len(keys)
         async with self.r.pipeline(transaction=False) as pipe:
             for bucket, idx in by.items():
-                pipe.smismember(bucket, [fingerprints[i] for i in idx])
+                pipe.hmget(bucket, [keys[i] for i in idx])
             found = await pipe.execute()
-        for idx, flags in zip(by.values(), found, strict=True):
-            for i, f in zip(idx, flags, strict=True):
-                out[i] = bool(f)
+        for idx, contents in zip(by.values(), found, strict=True):
+            for i, content in zip(idx, contents, strict=True):
+                out[i] = content
         return out
 
-    async def mark_imported(self, fingerprints: list[str]) -> None:
-        by: dict[str, list[str]] = defaultdict(list)
-        for fp in fingerprints:
-            by[self._bucket(fp)].append(fp)
+    async def mark_applied(self, contents: dict[str, str]) -> None:
+        """Record what was applied under each key (idempotent: the same content again)."""
+        by: dict[str, dict[str, str]] = defaultdict(dict)
+        for key, content in contents.items():
+            by[self._bucket(key)][key] = content
         async with self.r.pipeline(transaction=False) as pipe:
-            for bucket, fps in by.items():
-                pipe.sadd(bucket, *fps)
+            for bucket, mapping in by.items():
+                pipe.hset(bucket, mapping=mapping)  # type: ignore[arg-type]  # str values
             await pipe.execute()
 
     async def queue_review(self, items: list[dict[str, object]]) -> None:

@@ -28,6 +28,36 @@ def make_redis(url: str) -> Redis:
     return Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
+# Marks scans seen and counts only the newly marked ones, inside Redis.
+# KEYS: the seen buckets, then stats:processed, then this second's counter.
+# ARGV: bucket count, window (s), count (0/1), then per bucket: n, then n (score, member).
+_MARK_SEEN = """
+local buckets, window, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local i, added = 4, 0
+for b = 1, buckets do
+  local n = tonumber(ARGV[i]); i = i + 1
+  local newest = 0
+  for j = 0, n - 1, 250 do
+    local args = {}
+    for k = j, math.min(j + 249, n - 1) do
+      local score = tonumber(ARGV[i + 2 * k])
+      if score > newest then newest = score end
+      args[#args + 1] = ARGV[i + 2 * k]; args[#args + 1] = ARGV[i + 2 * k + 1]
+    end
+    added = added + redis.call('ZADD', KEYS[b], unpack(args))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[b], '-inf', '(' .. (newest - window))
+  i = i + 2 * n
+end
+if count == 1 and added > 0 then
+  redis.call('INCRBY', KEYS[buckets + 1], added)
+  redis.call('INCRBY', KEYS[buckets + 2], added)
+  redis.call('EXPIRE', KEYS[buckets + 2], 120)
+end
+return added
+"""
+
+
 class VisitIndex:
     """The hot window of visits in Redis, written in pipelines (one round trip per batch)."""
 
@@ -35,6 +65,7 @@ class VisitIndex:
         self.r = redis
         self.p = prefix
         self.window_s = int(window.total_seconds())
+        self._mark_seen = redis.register_script(_MARK_SEEN)
 
     def _person(self, key: str) -> str:
         return f"{self.p}v:p:{key}"
@@ -63,10 +94,12 @@ class VisitIndex:
         return fresh
 
     async def add(self, visits: Iterable[Visit], *, count: bool = True) -> int:
-        """Index visits and mark their scans seen; idempotent (members carry the scan id).
+        """Index visits and mark their scans seen; returns how many were new.
 
-        Commands are grouped per key (a batch has few checkpoints and seen buckets), so a
-        batch costs about two commands per distinct person.
+        Idempotent and convergent: members carry the scan id, and the counters grow by
+        what the seen-marks newly gained (counted inside Redis, in the same MULTI/EXEC), so
+        a retry after a lost EXEC reply counts nothing twice. Each key is trimmed to the
+        tracing window by event time on every write (its newest visit minus the window).
         """
         now = int(time.time())
         people: dict[str, dict[str, float]] = defaultdict(dict)
@@ -78,24 +111,23 @@ class VisitIndex:
             people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
             places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = t_in
             seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
-        n = sum(len(m) for m in seen.values())
-        if not n:
+        if not seen:
             return 0
-        # MULTI/EXEC: a crash never leaves scans marked seen without being counted.
         async with self.r.pipeline(transaction=True) as pipe:
             for group in (people, places):
                 for key, members in group.items():
                     pipe.zadd(key, members)
+                    pipe.zremrangebyscore(key, "-inf", f"({max(members.values()) - self.window_s}")
                     pipe.expire(key, self.window_s)
-            for key, members in seen.items():
-                pipe.zadd(key, members)
-            if count:
-                pipe.incrby(f"{self.p}stats:processed", n)
-                sec = f"{self.p}stats:sec:{now}"
-                pipe.incrby(sec, n)
-                pipe.expire(sec, 120)
-            await pipe.execute()
-        return n
+            keys = [*seen, f"{self.p}stats:processed", f"{self.p}stats:sec:{now}"]
+            args: list[str | float | int] = [len(seen), self.window_s, 1 if count else 0]
+            for members in seen.values():
+                args.append(len(members))
+                for member, score in members.items():
+                    args.extend((score, member))
+            await self._mark_seen(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return int(results[-1])
 
     async def forget_before(self, cutoff: float) -> None:
         """Drop dedup marks older than the tracing window (called periodically)."""

@@ -4,15 +4,27 @@ ID for gate answers) and its pseudonymous copy in ClickHouse (analytics)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date
 from typing import Any
 
+import orjson
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
-from registry.residents import ANALYTICS_COLUMNS
+from registry.rebuild import PastRecord
+from registry.residents import ANALYTICS_COLUMNS, Identity
 
+HEALTH_RECORD_COLUMNS = [
+    "person_key",
+    "record_id",
+    "kind",
+    "record",
+    "supersedes",
+    "import_id",
+    "applied_at",
+]
 CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capacity", "updated_at"]
 
 
@@ -54,20 +66,49 @@ class ResidentStore:
     def close_sync(self) -> None:
         self._sync.close()
 
-    def identities_sync(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
+    def identities_sync(self, ids: Sequence[str]) -> list[Identity | None]:
         pipe = self._sync.pipeline(transaction=False)
         for i in ids:
-            pipe.hmget(self.key(i), ["name", "dob"])
-        out: list[tuple[str, str] | None] = []
-        for name, dob in pipe.execute():
-            out.append(None if name is None or dob is None else (_s(name), _s(dob)))
+            pipe.hmget(self.key(i), ["name", "dob", "aliases"])
+        out: list[Identity | None] = []
+        for name, dob, aliases in pipe.execute():
+            if name is None or dob is None:
+                out.append(None)
+                continue
+            out.append(
+                Identity(
+                    _s(name),
+                    date.fromisoformat(_s(dob)),
+                    frozenset(orjson.loads(aliases)) if aliases else frozenset(),
+                )
+            )
         return out
 
-    async def get_identities(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
-        """(name, dob) of each ID in the registry, None when unknown."""
+    async def get_identities(self, ids: Sequence[str]) -> list[Identity | None]:
+        """Name, birth date and accepted aliases of each ID, None when unknown."""
         if not ids:
             return []
         return await asyncio.to_thread(self.identities_sync, ids)
+
+    async def add_alias(self, person_id: str, alias: str) -> None:
+        key = self.key(person_id)
+        raw = await self.r.hget(key, "aliases")  # type: ignore[misc]
+        aliases = set(orjson.loads(raw)) if raw else set()
+        if alias not in aliases:
+            aliases.add(alias)
+            await self.r.hset(key, "aliases", orjson.dumps(sorted(aliases)).decode())  # type: ignore[misc]
+
+    async def chunks_of_ids(self, size: int) -> AsyncIterator[list[str]]:
+        """Every resident ID in the registry, in chunks (a SCAN: no long block of Redis)."""
+        chunk: list[str] = []
+        start = len(self.key(""))
+        async for key in self.r.scan_iter(match=self.key("*"), count=size):
+            chunk.append(_s(key)[start:])
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     async def get(self, person_id: str) -> dict[str, str] | None:
         fields = await self.r.hgetall(self.key(person_id))  # type: ignore[misc]
@@ -111,6 +152,40 @@ class ClickHouseRegistry:
     async def insert_checkpoints(self, rows: Sequence[Sequence[object]]) -> None:
         if rows:
             await asyncio.to_thread(self._insert, "checkpoints", rows, CHECKPOINT_COLUMNS)
+
+    async def insert_health_records(self, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            await asyncio.to_thread(self._insert, "health_records", rows, HEALTH_RECORD_COLUMNS)
+
+    async def records_of(self, person_keys: Sequence[str]) -> dict[str, list[PastRecord]]:
+        """Each person's applied health records, oldest first (the history port)."""
+        if not person_keys:
+            return {}
+        sql = (
+            "SELECT person_key, record_id, kind, record, supersedes "
+            f"FROM {self.ch.db}.health_records FINAL WHERE person_key IN %(keys)s "
+            "ORDER BY person_key, applied_at, record_id"
+        )
+        keys = list(person_keys)
+        rows = await asyncio.to_thread(
+            self.ch.call,
+            lambda c: list(c.query(sql, parameters={"keys": keys}).result_rows),
+        )
+        out: dict[str, list[PastRecord]] = {}
+        for key, record_id, kind, record, supersedes in rows:
+            out.setdefault(str(key), []).append(
+                PastRecord(str(record_id), str(kind), orjson.loads(record), bool(supersedes))
+            )
+        return out
+
+    async def all_checkpoints(self) -> list[dict[str, str]]:
+        rows = await asyncio.to_thread(
+            self._query,
+            f"SELECT {', '.join(CHECKPOINT_COLUMNS[:-1])} FROM {self.ch.db}.checkpoints FINAL",
+        )
+        return [
+            {k: str(v) for k, v in zip(CHECKPOINT_COLUMNS[:-1], row, strict=True)} for row in rows
+        ]
 
     def _query(self, sql: str) -> list[Any]:
         return self.ch.call(lambda c: list(c.query(sql).result_rows))

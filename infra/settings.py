@@ -21,6 +21,9 @@ class KafkaSettings(BaseSettings):
     port: int = 19092
     controller_port: int = 19093
     partitions: int = 4
+    # 1/1 for the embedded single broker; a cluster wants 3/2 (docker-compose sets them).
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     heap: str = "768m"
 
 
@@ -58,6 +61,7 @@ class Settings(BaseSettings):
     visit_window_days: int = 21
     batch_size: int = 5000
     batch_seconds: float = 0.2
+    batch_max_bytes: int = 16 << 20
     log_level: str = "WARNING"
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -13,18 +13,29 @@ def _later(old: str | None, new: str) -> str:
     return new if not old or old < new else old
 
 
-def apply_record(fields: dict[str, str], kind: str, record: dict[str, object]) -> dict[str, str]:
-    """The changed fields after one record; idempotent (re-applying changes nothing)."""
+def apply_record(
+    fields: dict[str, str], kind: str, record: dict[str, object], *, replace: bool = False
+) -> dict[str, str]:
+    """The changed fields after one record; idempotent (re-applying changes nothing).
+
+    ``replace``: a steward accepted this record over a conflicting one with the same key
+    (another date or vaccine for the same dose), so it takes that one's place.
+    """
     changes: dict[str, str] = {}
     if kind == "vaccinations":
         doses = json.loads(fields.get("doses") or "[]")
         dose = int(record["dose"])  # type: ignore[call-overload]  # validated at import
-        if all(len(d) < 3 or d[2] != dose for d in doses):
-            doses.append([str(record["date"]), str(record["vaccine"]), dose])
+        entry = [str(record["date"]), str(record["vaccine"]), dose]
+        same_dose = [d for d in doses if len(d) >= 3 and d[2] == dose]
+        if not same_dose or (replace and entry not in same_dose):
+            doses = [d for d in doses if d not in same_dose] + [entry]
             doses.sort(key=lambda d: d[0])
             changes["doses"] = json.dumps(doses, ensure_ascii=False)
     elif kind == "f0-positives":
         changes["f0_since"] = _later(fields.get("f0_since"), str(record["sample_time"]))
+    elif kind == "test-results":
+        column = "f0_since" if record["result"] == "positive" else "neg_test_at"
+        changes[column] = _later(fields.get(column), str(record["sampled_at"]))
     elif kind == "recoveries":
         day = datetime.fromisoformat(str(record["recovered_date"])).date()
         stamp = datetime.combine(day, time(0, 0), tzinfo=VN_TZ).isoformat()

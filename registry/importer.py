@@ -8,14 +8,17 @@ invalid, duplicate). It talks only to ports (:mod:`registry.ports`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 from registry.imports import KINDS, OUTCOMES, Kind, ParsedRow, header_problems, parse_row
-from registry.matching import verify
+from registry.matching import normalise_name, verify
 from registry.ports import HealthRecordSink, ImportLedgerPort, ResidentRegistry
 from registry.reports import ImportFailed, ImportReport, ReportBuilder
 
@@ -55,7 +58,7 @@ class Importer:
             )
         t0 = time.perf_counter()
         build = ReportBuilder(kind.name, source, OUTCOMES, extra, self.clock())
-        seen_here: set[str] = set()
+        seen_here: dict[str, str] = {}
         newest = ""
         with self.ledger.records_writer(build.import_id) as out:
             number = 0
@@ -86,84 +89,126 @@ class Importer:
         return report
 
     async def _chunk(
-        self, kind: Kind, import_id: str, chunk: list[ParsedRow], seen_here: set[str]
+        self, kind: Kind, import_id: str, chunk: list[ParsedRow], seen_here: dict[str, str]
     ) -> tuple[list[tuple[str, str]], str]:
-        result: list[tuple[str, str] | None] = [None] * len(chunk)
-        candidates: list[int] = []
-        for i, p in enumerate(chunk):
-            if p.error:
-                result[i] = ("invalid", p.error)
-            elif p.fingerprint in seen_here:
-                result[i] = ("duplicate", "the same record appears earlier in this file")
-            else:
-                seen_here.add(p.fingerprint)
-                candidates.append(i)
-        before = await self.ledger.imported([chunk[i].fingerprint for i in candidates])
-        fresh = []
-        for i, done in zip(candidates, before, strict=True):
-            if done:
-                result[i] = ("duplicate", "already imported")
-            else:
-                fresh.append(i)
-        known_ids = await self.registry.get_identities([str(chunk[i].person_id) for i in fresh])
+        """Outcomes of one chunk, decided row by row in file order. ``seen_here`` holds the
+        content of every record matched earlier in this file, by natural key."""
+        result: list[tuple[str, str]] = []
+        good = [p for p in chunk if not p.error]
+        keys = list(dict.fromkeys(p.fingerprint for p in good))
+        ids = list(dict.fromkeys(str(p.person_id) for p in good))
+        applied = dict(zip(keys, await self.ledger.applied(keys), strict=True))
+        known = dict(zip(ids, await self.registry.get_identities(ids), strict=True))
         events: list[dict[str, object]] = []
         reviews: list[dict[str, object]] = []
         newest = ""
-        for i, known in zip(fresh, known_ids, strict=True):
-            p = chunk[i]
-            if known is None:
-                result[i] = ("unknown-id", "ID not found in the registry")
+        for p in chunk:
+            if p.error:
+                result.append(("invalid", p.error))
                 continue
-            name, dob = known
-            rec_dob = p.record.get("dob")
-            match = verify(
-                p.record.get("name"),  # type: ignore[arg-type]  # a str or None by the schema
-                rec_dob if isinstance(rec_dob, date) else None,
-                name,
-                date.fromisoformat(dob),
-            )
-            record = {k: (v.isoformat() if isinstance(v, date) else v) for k, v in p.record.items()}
             event: dict[str, object] = {
                 "record_id": p.fingerprint,
                 "kind": kind.name,
                 "person_id": p.person_id,
                 "import_id": import_id,
-                "record": record,
+                "record": {
+                    k: (v.isoformat() if isinstance(v, date) else v) for k, v in p.record.items()
+                },
             }
+            before = seen_here.get(p.fingerprint, applied.get(p.fingerprint))
+            if before == p.content:
+                where = "earlier in this file" if p.fingerprint in seen_here else "already imported"
+                result.append(("duplicate", f"the same record was {where}"))
+                continue
+            if before is not None:
+                reason = _conflict(kind, before, p.content)
+                result.append(("mismatch", reason + "; sent to the review queue"))
+                reviews.append(
+                    _review(p, reason, {**event, "supersedes": True}, conflicts_with=before)
+                )
+                continue
+            identity = known[str(p.person_id)]
+            if identity is None:
+                result.append(("unknown-id", "ID not found in the registry"))
+                continue
+            rec_dob = p.record.get("dob")
+            match = verify(
+                p.record.get("name"),  # type: ignore[arg-type]  # a str or None by the schema
+                rec_dob if isinstance(rec_dob, date) else None,
+                identity.name,
+                identity.dob,
+                aliases=identity.aliases,
+                id_birth_year=p.id_birth_year,
+            )
             if match.matched:
-                result[i] = ("matched", match.reason)
+                result.append(("matched", match.reason))
+                seen_here[p.fingerprint] = p.content
                 events.append(event)
                 newest = max(newest, _record_time(kind, p.record))
             else:
-                result[i] = ("mismatch", match.reason + "; sent to the review queue")
-                reviews.append(
-                    {
-                        "review_id": p.fingerprint,
-                        "row": p.row,
-                        "reason": match.reason,
-                        "event": event,
-                    }
-                )
+                result.append(("mismatch", match.reason + "; sent to the review queue"))
+                reviews.append(_review(p, match.reason, event, name_differs=match.name_differs))
         if events:
             await self.records.send(events)
-            await self.ledger.mark_imported([str(e["record_id"]) for e in events])
         await self.ledger.queue_review(reviews)
-        return [r for r in result if r is not None], newest
+        return result, newest
+
+
+def _conflict(kind: Kind, before: str, now: str) -> str:
+    """'dose 2: date 2021-09-01 → 2021-09-03' style: what differs from the other record."""
+    old, new = orjson.loads(before), orjson.loads(now)
+    diffs = [f"{k} {old.get(k)} → {new.get(k)}" for k in new if old.get(k) != new.get(k)]
+    return "conflicts with another record for the same " + (
+        ", ".join(kind.key) + ": " + "; ".join(diffs)
+    )
+
+
+def _review(
+    p: ParsedRow,
+    reason: str,
+    event: dict[str, object],
+    *,
+    conflicts_with: str | None = None,
+    name_differs: bool = False,
+) -> dict[str, object]:
+    """A review item: the new record, and the record it conflicts with, side by side."""
+    review_id = hashlib.blake2b(
+        f"{p.fingerprint}|{p.content}|{p.record.get('name')}|{p.record.get('dob')}".encode(),
+        digest_size=12,
+    ).hexdigest()
+    item: dict[str, object] = {
+        "review_id": review_id,
+        "row": p.row,
+        "reason": reason,
+        "event": event,
+    }
+    if conflicts_with is not None:
+        item["conflicts_with"] = orjson.loads(conflicts_with)
+    if name_differs and p.record.get("name"):
+        item["alias"] = normalise_name(str(p.record["name"]))
+    return item
 
 
 async def decide_review(
-    ledger: ImportLedgerPort, records: HealthRecordSink, review_id: str, accept: bool
+    ledger: ImportLedgerPort,
+    records: HealthRecordSink,
+    registry: ResidentRegistry,
+    review_id: str,
+    accept: bool,
 ) -> dict[str, Any] | None:
     """A data steward's decision on a mismatched record; None when there is no such item.
 
     An accepted record is sent on (durably) before the item leaves the queue, so a crash
-    in between leaves it to decide again, never lost.
+    in between leaves it to decide again, never lost; the status agent marks it applied.
+    Accepting a differently spelled name records that spelling as the person's alias.
     """
     item = await ledger.review_item(review_id)
     if item is None:
         return None
     if accept:
-        await records.send([item["event"]])
-        await ledger.mark_imported([review_id])
+        event = item["event"]
+        if item.get("alias"):  # this spelling of the name matches from now on
+            await registry.add_alias(str(event["person_id"]), str(item["alias"]))
+        await records.send([event])
     await ledger.drop_review(review_id)
     return item

@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, time
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from registry.errors import quote
 from registry.ids import GENDERS, check_id
 from registry.residents import Resident
@@ -96,6 +98,9 @@ class Kind:
     key: tuple[str, ...]  # natural key (with the person) for duplicate detection
     time_column: str  # the record's own time (freshness)
     parse: Callable[[dict[str, str]], dict[str, object]]
+    # The facts that must agree for two records with the same key to be "the same record"
+    # (free text such as a site name or a note may differ in spelling).
+    content: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -167,6 +172,21 @@ def _travel(row: dict[str, str]) -> dict[str, object]:
     }
 
 
+def _test_result(row: dict[str, str]) -> dict[str, object]:
+    result = row["result"].strip().casefold()
+    if result not in ("positive", "negative"):
+        raise RowError(f"result: must be positive or negative, got {quote(row['result'])}")
+    test_type = row["test_type"].strip()
+    if test_type.casefold() not in ("pcr", "rapid"):
+        raise RowError(f"test_type: must be PCR or rapid, got {quote(test_type)}")
+    return {
+        **_common(row),
+        "result": result,
+        "test_type": "PCR" if test_type.casefold() == "pcr" else "rapid",
+        "sampled_at": parse_time(row["sampled_at"], "sampled_at").isoformat(),
+    }
+
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
@@ -177,6 +197,7 @@ KINDS: dict[str, Kind] = {
             ("dose",),
             "date",
             _vaccination,
+            ("dose", "vaccine", "date"),
         ),
         Kind(
             "f0-positives",
@@ -185,6 +206,7 @@ KINDS: dict[str, Kind] = {
             ("sample_time",),
             "sample_time",
             _f0,
+            ("sample_time", "symptomatic", "onset_date"),
         ),
         Kind(
             "recoveries",
@@ -193,6 +215,7 @@ KINDS: dict[str, Kind] = {
             ("recovered_date",),
             "recovered_date",
             _recovery,
+            ("recovered_date",),
         ),
         Kind(
             "health-declarations",
@@ -201,6 +224,7 @@ KINDS: dict[str, Kind] = {
             ("declared_at",),
             "declared_at",
             _health,
+            ("declared_at", "symptoms", "contact_with_f0"),
         ),
         Kind(
             "travel-declarations",
@@ -209,9 +233,34 @@ KINDS: dict[str, Kind] = {
             ("declared_at",),
             "declared_at",
             _travel,
+            ("declared_at", "from_province", "arrival_date", "to_district"),
+        ),
+        Kind(
+            "test-results",
+            ("person_id", "name", "dob", "result", "test_type", "sampled_at"),
+            (),
+            ("sampled_at", "test_type"),
+            "sampled_at",
+            _test_result,
+            ("result", "test_type", "sampled_at"),
         ),
     )
 }
+
+
+def content_of(kind: str, record: dict[str, object]) -> str:
+    """The record's facts as they are compared with another record of the same key:
+    compact JSON of the kind's content fields (no name, no birth date)."""
+    spec = KINDS.get(kind)
+    fields = spec.content if spec is not None else tuple(sorted(record))
+    return orjson.dumps({f: record.get(f) for f in fields}, default=str).decode()
+
+
+def record_key(kind: Kind, person_id: str, record: dict[str, object]) -> str:
+    """The natural key of a record (kind, person, the kind's key fields), hashed: two
+    records with the same key are the same fact, or conflict."""
+    key = "|".join([kind.name, person_id, *(str(record[k]) for k in kind.key)])
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 @dataclass
@@ -220,7 +269,9 @@ class ParsedRow:
     person_id: str | None
     record: dict[str, object] = field(default_factory=dict)
     error: str | None = None
-    fingerprint: str = ""
+    fingerprint: str = ""  # the natural key: kind, person and the kind's key fields
+    content: str = ""  # the facts compared when another record has the same key
+    id_birth_year: int | None = None  # what the ID number says, checked against dob later
 
 
 def header_problems(kind: Kind, header: list[str]) -> tuple[list[str], list[str]]:
@@ -246,18 +297,20 @@ def parse_row(kind: Kind, number: int, row: dict[str, str | None]) -> ParsedRow:
         record = kind.parse(clean)
     except (RowError, KeyError) as exc:
         problems.append(str(exc))
-    dob = record.get("dob")
-    check = check_id(person_id, dob=dob if isinstance(dob, date) else None)
+    # Only the ID's own structure makes a row invalid; a birth date that contradicts the
+    # ID is a well-formed disagreement, decided by a steward (a mismatch), not dropped.
+    check = check_id(person_id)
     if not check.valid:
         problems.insert(0, "person_id: " + "; ".join(check.errors))
     if problems:
         return ParsedRow(number, person_id, error="; ".join(problems))
-    key = "|".join([kind.name, person_id, *(str(record[k]) for k in kind.key)])
     return ParsedRow(
         number,
         person_id,
         record,
-        fingerprint=hashlib.blake2b(key.encode(), digest_size=12).hexdigest(),
+        fingerprint=record_key(kind, person_id, record),
+        content=content_of(kind.name, record),
+        id_birth_year=check.birth_year,
     )
 
 

@@ -5,13 +5,12 @@ date must agree. Names are compared without diacritics, case or spacing (a clerk
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
 from rapidfuzz import fuzz
-
-NAME_THRESHOLD = 90.0  # similarity (0–100) at or above which two normalised names agree
 
 
 @lru_cache(maxsize=200_000)
@@ -31,6 +30,7 @@ def name_similarity(a: str, b: str) -> float:
 class MatchResult:
     matched: bool
     reason: str
+    name_differs: bool = False  # accepting the record makes this spelling an alias
 
 
 def verify(
@@ -38,16 +38,30 @@ def verify(
     dob: date | None,
     registry_name: str,
     registry_dob: date,
-    threshold: float = NAME_THRESHOLD,
+    *,
+    aliases: Collection[str] = (),
+    id_birth_year: int | None = None,
 ) -> MatchResult:
-    """Compare a record's name and birth date with the registry's (the ID already matched)."""
+    """Compare a record's name and birth date with the registry's (the ID already matched).
+
+    Names agree only when equal after removing diacritics, case and spacing, or equal to an
+    alias a steward accepted before; any other difference (An / Anh) is a mismatch showing
+    the similarity, for a person to decide. A birth date that disagrees with the registry
+    or with the year the ID encodes is a mismatch too.
+    """
     problems = []
+    name_differs = False
     if name:
-        score = name_similarity(name, registry_name)
-        if score < threshold:
-            problems.append(f"name does not match the registry (similarity {score:.0f}/100)")
-    if dob is not None and dob != registry_dob:
-        problems.append(f"birth date {dob.isoformat()} does not match the registry")
+        spelled = normalise_name(name)
+        if spelled != normalise_name(registry_name) and spelled not in aliases:
+            name_differs = True
+            score = name_similarity(name, registry_name)
+            problems.append(f"name differs from the registry's (similarity {score:.0f}/100)")
+    if dob is not None:
+        if dob != registry_dob:
+            problems.append(f"birth date {dob.isoformat()} does not match the registry")
+        if id_birth_year is not None and dob.year != id_birth_year:
+            problems.append(f"birth year {dob.year} contradicts the ID ({id_birth_year})")
     if problems:
-        return MatchResult(False, "; ".join(problems))
+        return MatchResult(False, "; ".join(problems), name_differs)
     return MatchResult(True, "ID found; name and birth date agree")

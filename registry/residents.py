@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from registry.cards import CardStatus, HealthRecord, RuleBook, card_colour
 
 # Health fields of a resident's record (besides identity fields).
 HEALTH_FIELDS = ("doses", "f0_since", "recovered_at", "f1_since", "neg_test_at")
 STATUS_FIELDS = ("colour", "reasons", "rule_version", "updated_at")
+# What identifies a person in an imported record; never kept beside its pseudonym.
+IDENTITY_FIELDS = ("name", "dob", "person_id", "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,16 @@ class Resident:
             "household": self.household_id,
             "province": self.province,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a record is matched against: the registry's name and birth date, and the
+    other spellings of the name a data steward accepted (normalised)."""
+
+    name: str
+    dob: date
+    aliases: frozenset[str] = frozenset()
 
 
 def _dt(text: str | None) -> datetime | None:
@@ -71,13 +83,16 @@ def recompute(fields: dict[str, str], rules: RuleBook, now: datetime) -> dict[st
     return status_fields(card_colour(health_from_fields(fields), rule, now), now)
 
 
-def status_view(fields: dict[str, str]) -> dict[str, object]:
-    """The public status: colour, reasons, rule version, updated_at."""
+def status_view(fields: dict[str, str], rules: RuleBook, now: datetime) -> dict[str, object]:
+    """The public status, computed now from the stored facts and the rulebook: expiries
+    (a negative test's hours, a recovery's 180 days, an F1's quarantine) take effect on
+    their own. The stored colour is only a cache for analytics."""
+    current = recompute(fields, rules, now)
     return {
-        "colour": fields.get("colour") or "none",
-        "reasons": json.loads(fields.get("reasons") or "[]"),
-        "rule_version": fields.get("rule_version") or "",
-        "updated_at": fields.get("updated_at") or datetime.now(UTC).isoformat(),
+        "colour": current["colour"],
+        "reasons": json.loads(current["reasons"]),
+        "rule_version": current["rule_version"],
+        "updated_at": fields.get("updated_at") or current["updated_at"],
     }
 
 
@@ -123,5 +138,18 @@ def analytics_row(
         fields.get("colour", "none"),
         fields.get("rule_version", ""),
         source,
+        now,
+    ]
+
+
+def checkpoint_row(fields: dict[str, str], now: datetime) -> list[object]:
+    """The analytics row of a checkpoint (ClickHouse ``checkpoints``)."""
+    return [
+        fields["checkpoint_id"],
+        fields.get("name", ""),
+        fields.get("type", "other"),
+        fields.get("district", ""),
+        fields.get("ward", ""),
+        int(fields.get("capacity") or 0),
         now,
     ]

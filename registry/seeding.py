@@ -8,9 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from registry.cards import HealthRecord, RuleBook, card_colour
+import orjson
+
+from registry.cards import RuleBook
+from registry.health import VN_TZ, apply_record
+from registry.imports import KINDS, Kind, record_key
 from registry.ports import CheckpointRegistry, RegistryAnalytics, ResidentRegistry
-from registry.residents import analytics_row, doses_json, status_fields
+from registry.residents import analytics_row, checkpoint_row, recompute
 from registry.synthetic import ResidentChunk, SeedPlan, SyntheticCity, checkpoints
 
 
@@ -28,23 +32,20 @@ def _chunk_rows(
     now: datetime,
     pseudonymize: Callable[[str], str],
     colours: dict[str, int],
-) -> tuple[list[dict[str, str]], list[list[object]]]:
-    rule = rules.for_("001", now.date())
+) -> tuple[list[dict[str, str]], list[list[object]], list[list[object]]]:
+    """(registry rows, analytics rows, history rows) of a chunk. Seeded health facts go
+    through the same records and the same ``apply_record`` as imported ones, so the
+    history in analytics rebuilds exactly the seeded statuses."""
     redis_rows: list[dict[str, str]] = []
     ch_rows: list[list[object]] = []
+    history: list[list[object]] = []
+    vaccinations, recoveries = KINDS["vaccinations"], KINDS["recoveries"]
     for i in range(len(chunk)):
-        doses = chunk.doses[i]
-        recovered = chunk.recovered_at[i]
-        status = card_colour(
-            HealthRecord(doses=tuple(d for d, _ in doses), recovered_at=recovered), rule, now
-        )
-        colours[status.colour] = colours.get(status.colour, 0) + 1
         pid = chunk.ids[i]
-        dob = chunk.dob[i]
         row = {
             "id": pid,
             "name": chunk.names[i],
-            "dob": dob.isoformat(),
+            "dob": chunk.dob[i].isoformat(),
             "gender": chunk.gender[i],
             "province": "001",
             "birth_province": chunk.province[i],
@@ -52,15 +53,35 @@ def _chunk_rows(
             "ward": chunk.ward[i],
             "address": chunk.address[i],
             "household": chunk.household[i],
-            "doses": doses_json([(d, v, n + 1) for n, (d, v) in enumerate(doses)]),
-            **status_fields(status, now),
-            "source": "seed",
         }
+        records: list[tuple[Kind, dict[str, object]]] = [
+            (vaccinations, {"dose": n + 1, "vaccine": v, "date": d.isoformat()})
+            for n, (d, v) in enumerate(chunk.doses[i])
+        ]
+        recovered = chunk.recovered_at[i]
         if recovered is not None:
-            row["recovered_at"] = recovered.isoformat()
+            day = recovered.astimezone(VN_TZ).date().isoformat()
+            records.append((recoveries, {"recovered_date": day}))
+        key = pseudonymize(pid)
+        for kind, record in records:
+            row.update(apply_record(row, kind.name, record))
+            history.append(
+                [
+                    key,
+                    record_key(kind, pid, record),
+                    kind.name,
+                    orjson.dumps(record).decode(),
+                    0,
+                    "seed",
+                    now,
+                ]
+            )
+        row.update(recompute(row, rules, now))
+        row["source"] = "seed"
+        colours[row["colour"]] = colours.get(row["colour"], 0) + 1
         redis_rows.append(row)
         ch_rows.append(analytics_row(row, pseudonymize, "seed", now))
-    return redis_rows, ch_rows
+    return redis_rows, ch_rows, history
 
 
 async def seed_city(
@@ -79,20 +100,21 @@ async def seed_city(
     report = SeedReport(colours={})
     assert report.colours is not None
     households: set[str] = set()
-    pending: asyncio.Future[None] | None = None
+    pending: asyncio.Future[tuple[None, None]] | None = None
     for chunk in SyntheticCity(plan).chunks():
-        redis_rows, ch_rows = _chunk_rows(chunk, rules, now, pseudonymize, report.colours)
+        redis_rows, ch_rows, history = _chunk_rows(chunk, rules, now, pseudonymize, report.colours)
         households.update(chunk.household)
         if pending:
             await pending
-        pending = asyncio.ensure_future(analytics.insert_residents(ch_rows))
+        pending = asyncio.gather(
+            analytics.insert_residents(ch_rows), analytics.insert_health_records(history)
+        )
         await registry.put_many(redis_rows)
         report.residents += len(chunk)
         progress(len(chunk))
     if pending:
         await pending
-    cps = checkpoints(plan)
-    await places.put_many(
+    cps = [
         {
             "checkpoint_id": c.checkpoint_id,
             "name": c.name,
@@ -101,11 +123,10 @@ async def seed_city(
             "ward": c.ward,
             "capacity": str(c.capacity),
         }
-        for c in cps
-    )
-    await analytics.insert_checkpoints(
-        [[c.checkpoint_id, c.name, c.type, c.district, c.ward, c.capacity, now] for c in cps]
-    )
+        for c in checkpoints(plan)
+    ]
+    await places.put_many(cps)
+    await analytics.insert_checkpoints([checkpoint_row(c, now) for c in cps])
     report.households = len(households)
     report.checkpoints = len(cps)
     return report

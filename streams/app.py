@@ -15,7 +15,8 @@ import faust
 from infra import topics
 from infra.clients import ClickHouseResidentSink, ClickHouseVisitSink, Clients
 from infra.settings import Settings
-from streams.scans import RawRecord, ScanRecorder
+from streams.guard import Guard
+from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
 from tracing.events import DeadLetter
 
@@ -48,7 +49,8 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         autodiscover=False,
         store="memory://",
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication_factor,
+        producer_acks=-1,  # dead letters are durable on every in-sync replica
         consumer_auto_offset_reset="earliest",
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
@@ -63,11 +65,12 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         settings.topic(topics.SCANS), value_serializer="raw", key_serializer="raw"
     )
     dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
+    guard = Guard(FaustDeadLetters(dead_topic), clients.health)
     recorder = ScanRecorder(
         index=clients.index,
         sink=ClickHouseVisitSink(clients.clickhouse),
         places=clients.checkpoints,
-        dead_letters=FaustDeadLetters(dead_topic),
+        guard=guard,
         pseudonymize=clients.pseudonymize,
         topic=scans_topic.get_topic_name(),
         dwell=timedelta(minutes=settings.dwell_minutes),
@@ -82,7 +85,8 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         )
         async for events in batches:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
-            await recorder.record(batch)
+            for part in bounded(batch, settings.batch_max_bytes):
+                await recorder.record(part)
 
     health_topic = app.topic(
         settings.topic(topics.HEALTH_RECORDS), value_serializer="raw", key_serializer="raw"
@@ -90,7 +94,8 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     updater = StatusUpdater(
         residents=clients.residents,
         sink=ClickHouseResidentSink(clients.clickhouse, clients.pseudonymize),
-        dead_letters=FaustDeadLetters(dead_topic),
+        applied=clients.ledger,
+        guard=guard,
         rules=clients.rules,
         topic=health_topic.get_topic_name(),
     )
@@ -101,9 +106,9 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
             200, within=settings.batch_seconds
         )
         async for events in batches:
-            await updater.apply(
-                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
-            )
+            batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            for part in bounded(batch, settings.batch_max_bytes):
+                await updater.apply(part)
 
     @app.timer(interval=3600.0)
     async def forget_old_scans() -> None:

@@ -10,20 +10,19 @@ dead-letter topic with the reason; good items around them are processed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import orjson
 
+from streams.guard import Guard
 from tracing.events import MAX_SCAN_AGE, DeadLetter, ScanRecorded, validate_scan
 from tracing.visits import Visit, visit_from_scan
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +38,34 @@ class VisitIndexPort(Protocol):
 
 
 class PlacesPort(Protocol):
-    async def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, str]]: ...
+    async def lookup(self, ids: Iterable[str]) -> dict[str, dict[str, str]]: ...
 
 
 class VisitSinkPort(Protocol):
     async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None: ...
 
 
-class DeadLetterPort(Protocol):
-    async def send(self, letters: Sequence[DeadLetter]) -> None: ...
+def bounded(records: Sequence[RawRecord], max_bytes: int) -> Iterator[list[RawRecord]]:
+    """Split a batch so that no part holds more than ``max_bytes`` of payload (a part
+    always holds at least one record): batches are bounded in bytes as well as records."""
+    part: list[RawRecord] = []
+    size = 0
+    for rec in records:
+        n = len(rec.value or b"")
+        if part and size + n > max_bytes:
+            yield part
+            part, size = [], 0
+        part.append(rec)
+        size += n
+    if part:
+        yield part
 
 
 @dataclass
 class BatchResult:
     recorded: int = 0
     duplicates: int = 0
+    refused: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
 
 
@@ -100,7 +112,7 @@ def decode_scans(
 
 
 class ScanRecorder:
-    """Turns batches of scan records into visits in the index and the analytics sink."""
+    """Turns batches of scan records into visits in the analytics sink and the index."""
 
     def __init__(
         self,
@@ -108,58 +120,67 @@ class ScanRecorder:
         index: VisitIndexPort,
         sink: VisitSinkPort,
         places: PlacesPort,
-        dead_letters: DeadLetterPort,
+        guard: Guard,
         pseudonymize: Callable[[str], str],
         topic: str,
         dwell: timedelta = timedelta(minutes=30),
         max_age: timedelta = MAX_SCAN_AGE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        retry_delay: float = 0.5,
     ) -> None:
         self.index = index
         self.sink = sink
         self.places = places
-        self.dead_letters = dead_letters
+        self.guard = guard
         self.pseudonymize = pseudonymize
         self.topic = topic
         self.dwell = dwell
         self.max_age = max_age
         self.clock = clock
-        self.retry_delay = retry_delay
+
+    def _letter(self, item: tuple[ScanRecorded, Visit], reason: str) -> DeadLetter:
+        return DeadLetter(topic=self.topic, reason=reason, payload=item[0].model_dump_json())
 
     async def record(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Every record ends written or dead-lettered before this returns (see Guard)."""
         scans, dead = decode_scans(records, self.topic, self.clock(), self.max_age)
         result = BatchResult(dead=dead)
-        if dead:
-            await self._retry("dead-letter send", lambda: self.dead_letters.send(dead))
+        await self.guard.bury(dead)
         # Drop duplicates inside the batch, then those recorded before (replays, re-sends).
         unique: dict[str, ScanRecorded] = {}
         for s in scans:
             unique.setdefault(s.scan_id, s)
-        fresh_flags = await self._retry("dedup lookup", lambda: self.index.unseen(list(unique)))
-        fresh = [s for s, ok in zip(unique.values(), fresh_flags, strict=True) if ok]
+        try:
+            flags = await self.guard.retry("dedup lookup", lambda: self.index.unseen(list(unique)))
+        except Exception:  # a refused lookup: write them all, the writes are idempotent
+            log.exception("dedup lookup refused; writing the batch without it")
+            flags = [True] * len(unique)
+        fresh = [s for s, ok in zip(unique.values(), flags, strict=True) if ok]
         result.duplicates = len(scans) - len(fresh)
         if not fresh:
             return result
-        visits = [visit_from_scan(s, self.pseudonymize(s.person_id), self.dwell) for s in fresh]
-        places = await self._retry(
-            "checkpoint lookup", lambda: self.places.lookup([v.checkpoint_id for v in visits])
-        )
+        pairs = [(s, visit_from_scan(s, self.pseudonymize(s.person_id), self.dwell)) for s in fresh]
+        try:
+            places = await self.guard.retry(
+                "checkpoint lookup", lambda: self.places.lookup({v.checkpoint_id for _, v in pairs})
+            )
+        except Exception:
+            log.exception("checkpoint lookup refused; visits go without district")
+            places = {}
+
+        def visits(items: Sequence[tuple[ScanRecorded, Visit]]) -> list[Visit]:
+            return [v for _, v in items]
+
         # Sink first, index (which marks scans seen) last: a crash in between replays the
         # batch, and both writes are idempotent by scan_id.
-        await self._retry("ClickHouse insert", lambda: self.sink.insert(visits, places))
-        await self._retry("Redis index", lambda: self.index.add(visits))
-        result.recorded = len(visits)
+        written = await self.guard.write_each(
+            "ClickHouse insert",
+            pairs,
+            lambda items: self.sink.insert(visits(items), places),
+            self._letter,
+        )
+        indexed = await self.guard.write_each(
+            "Redis index", written, lambda items: self.index.add(visits(items)), self._letter
+        )
+        result.recorded = len(indexed)
+        result.refused = len(pairs) - len(indexed)
         return result
-
-    async def _retry(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
-        delay = self.retry_delay
-        while True:
-            try:
-                return await action()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a store is down: wait and retry, never drop the batch
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)

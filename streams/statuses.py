@@ -1,8 +1,14 @@
-"""Applying matched health records: update the resident's record and card colour in
-Redis (live gate answers) and its pseudonymous row in ClickHouse (analytics)."""
+"""Applying matched health records (the ``update_statuses`` agent's work): the resident's
+facts and card colour, written to ClickHouse first (the pseudonymous history from which
+Redis can be rebuilt), then Redis (live gate answers), then marked applied in the import
+ledger, so only an applied record makes a later one a duplicate.
+
+Messages are keyed by ``person_id``: one person's records reach one worker, in order.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -13,9 +19,13 @@ from pydantic import ValidationError
 
 from registry.cards import RuleBook
 from registry.health import apply_record
+from registry.imports import content_of
 from registry.residents import recompute
-from streams.scans import DeadLetterPort, RawRecord
-from tracing.events import DeadLetter, HealthRecordImported
+from streams.guard import Guard
+from streams.scans import RawRecord
+from tracing.events import DeadLetter, HealthRecordImported, validation_errors
+
+log = logging.getLogger(__name__)
 
 
 class ResidentPort(Protocol):
@@ -24,7 +34,13 @@ class ResidentPort(Protocol):
 
 
 class ResidentSinkPort(Protocol):
-    async def upsert(self, residents: Sequence[dict[str, str]]) -> None: ...
+    async def upsert(
+        self, residents: Sequence[dict[str, str]], facts: Sequence[HealthRecordImported]
+    ) -> None: ...
+
+
+class AppliedPort(Protocol):
+    async def mark_applied(self, contents: dict[str, str]) -> None: ...
 
 
 class StatusUpdater:
@@ -33,14 +49,16 @@ class StatusUpdater:
         *,
         residents: ResidentPort,
         sink: ResidentSinkPort,
-        dead_letters: DeadLetterPort,
+        applied: AppliedPort,
+        guard: Guard,
         rules: RuleBook,
         topic: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.residents = residents
         self.sink = sink
-        self.dead_letters = dead_letters
+        self.applied = applied
+        self.guard = guard
         self.rules = rules
         self.topic = topic
         self.clock = clock
@@ -53,69 +71,81 @@ class StatusUpdater:
             try:
                 body = orjson.loads(rec.value or b"")
             except orjson.JSONDecodeError as exc:
-                dead.append(
-                    DeadLetter(
-                        topic=self.topic,
-                        reason=f"not valid JSON: {exc}",
-                        payload=(rec.value or b"").decode("utf-8", "replace"),
-                        partition=rec.partition,
-                        offset=rec.offset,
-                    )
-                )
+                payload = (rec.value or b"")[:10_000].decode("utf-8", "replace")
+                dead.append(self._letter(f"not valid JSON: {exc}", payload, rec))
                 continue
             for item in body if isinstance(body, list) else [body]:
                 try:
                     events.append(HealthRecordImported.model_validate(item))
                 except ValidationError as exc:
-                    dead.append(
-                        DeadLetter(
-                            topic=self.topic,
-                            reason=str(exc).splitlines()[0]
-                            + ": "
-                            + "; ".join(e["msg"] for e in exc.errors()),
-                            payload=orjson.dumps(item).decode()[:10_000],
-                            partition=rec.partition,
-                            offset=rec.offset,
-                        )
-                    )
+                    errors = validation_errors(exc)
+                    payload = orjson.dumps(item).decode()[:10_000]
+                    dead.append(self._letter("; ".join(errors), payload, rec))
         return events, dead
 
+    def _letter(self, reason: str, payload: str, rec: RawRecord | None = None) -> DeadLetter:
+        return DeadLetter(
+            topic=self.topic,
+            reason=reason,
+            payload=payload,
+            partition=rec.partition if rec else None,
+            offset=rec.offset if rec else None,
+        )
+
     async def apply(self, records: Sequence[RawRecord]) -> int:
+        """Apply a batch; returns how many residents changed. Every record ends applied or
+        dead-lettered before this returns."""
         events, dead = self.decode(records)
         by_person: dict[str, list[HealthRecordImported]] = defaultdict(list)
         for e in events:
             by_person[e.person_id].append(e)
-        ids = list(by_person)
-        current = await self.residents.get_many(ids)
-        now = self.clock()
-        updates: dict[str, dict[str, str]] = {}
-        for pid, fields in zip(ids, current, strict=True):
+        known = await self.guard.retry(
+            "registry read", lambda: self.residents.get_many(list(by_person))
+        )
+        for pid, fields in zip(list(by_person), known, strict=True):
             if fields is None:
                 dead.extend(
-                    DeadLetter(
-                        topic=self.topic,
-                        reason="person_id not in the registry",
-                        payload=e.model_dump_json(),
-                    )
-                    for e in by_person[pid]
+                    self._letter("person_id not in the registry", e.model_dump_json())
+                    for e in by_person.pop(pid)
                 )
-                continue
+        await self.guard.bury(dead)
+        changed = 0
+
+        async def apply_people(pids: Sequence[str]) -> None:
+            nonlocal changed
+            changed += await self._apply_people(pids, by_person)
+
+        def letter(pid: str, reason: str) -> DeadLetter:
+            return self._letter(
+                reason, orjson.dumps([e.model_dump(mode="json") for e in by_person[pid]]).decode()
+            )
+
+        await self.guard.write_each("status update", list(by_person), apply_people, letter)
+        return changed
+
+    async def _apply_people(
+        self, pids: Sequence[str], by_person: dict[str, list[HealthRecordImported]]
+    ) -> int:
+        current = await self.residents.get_many(pids)
+        now = self.clock()
+        updates: dict[str, dict[str, str]] = {}
+        rows: list[dict[str, str]] = []
+        for pid, fields in zip(pids, current, strict=True):
+            if fields is None:
+                raise LookupError(f"person {pid[:3]}… left the registry during the update")
             merged = dict(fields)
             for e in by_person[pid]:
-                merged.update(apply_record(merged, e.kind, e.record))
+                merged.update(apply_record(merged, e.kind, e.record, replace=e.supersedes))
             merged.update(recompute(merged, self.rules, now))
-            changed = {k: v for k, v in merged.items() if fields.get(k) != v}
-            if set(changed) - {"updated_at"}:
-                updates[pid] = changed
-        if dead:
-            await self.dead_letters.send(dead)
+            change = {k: v for k, v in merged.items() if fields.get(k) != v}
+            if set(change) - {"updated_at"}:
+                updates[pid] = change
+                rows.append({**merged, "source": by_person[pid][-1].kind})
+        facts = [e for pid in pids for e in by_person[pid]]
+        # ClickHouse first (history, idempotent by record), Redis next, the ledger last: a
+        # crash anywhere replays the batch, and every step converges on replay.
+        await self.sink.upsert(rows, facts)
         if updates:
             await self.residents.update_many(updates)
-            await self.sink.upsert(
-                [
-                    {**(f or {}), **updates[pid], "source": by_person[pid][-1].kind}
-                    for pid, f in zip(ids, current, strict=True)
-                    if pid in updates
-                ]
-            )
+        await self.applied.mark_applied({e.record_id: content_of(e.kind, e.record) for e in facts})
         return len(updates)

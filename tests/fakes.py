@@ -2,68 +2,128 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 import orjson
 
-from registry.residents import ANALYTICS_COLUMNS
+from registry.residents import ANALYTICS_COLUMNS, Identity
 from tracing.events import DeadLetter
 from tracing.visits import Visit
 
 
-class MemoryIndex:
+class Faults:
+    """Failures planned per step: ``plan("sink", "after", ConnectionError("…"))`` makes the
+    next sink call write and then raise (a lost reply); "before" raises without writing."""
+
     def __init__(self) -> None:
+        self.planned: dict[tuple[str, str], list[BaseException]] = defaultdict(list)
+        self.raised: list[tuple[str, str]] = []
+
+    def plan(self, step: str, when: str, exc: BaseException, times: int = 1) -> None:
+        self.planned[(step, when)].extend([exc] * times)
+
+    def check(self, step: str, when: str) -> None:
+        queue = self.planned.get((step, when))
+        if queue:
+            self.raised.append((step, when))
+            raise queue.pop(0)
+
+
+NO_FAULTS = Faults()
+
+
+class MemoryIndex:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self.visits: dict[str, Visit] = {}
         self.processed = 0
+        self.faults = faults
 
     async def unseen(self, scan_ids: Sequence[str]) -> list[bool]:
+        self.faults.check("dedup", "before")
         return [s not in self.visits for s in scan_ids]
 
     async def add(self, visits: Sequence[Visit], *, count: bool = True) -> int:
+        self.faults.check("index", "before")
+        new = 0
         for v in visits:
+            new += v.scan_id not in self.visits
             self.visits[v.scan_id] = v
         if count:
-            self.processed += len(visits)
-        return len(visits)
+            self.processed += new  # only what was newly added, as the Redis script does
+        self.faults.check("index", "after")
+        return new
 
 
 class MemorySink:
-    def __init__(self, fail_times: int = 0) -> None:
+    """The visit sink; ``refuse(visits)`` returns a reason to refuse a batch (permanent)."""
+
+    def __init__(
+        self,
+        fail_times: int = 0,
+        faults: Faults = NO_FAULTS,
+        refuse: Callable[[Sequence[Visit]], str | None] = lambda visits: None,
+    ) -> None:
         self.rows: list[Visit] = []
         self.fail_times = fail_times
+        self.faults = faults
+        self.refuse = refuse
 
     async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("ClickHouse is down")
+        self.faults.check("sink", "before")
+        reason = self.refuse(visits)
+        if reason:
+            raise ValueError(reason)
         self.rows.extend(visits)
+        self.faults.check("sink", "after")
+
+    @property
+    def distinct(self) -> int:
+        return len({v.scan_id for v in self.rows})
 
 
 class MemoryPlaces:
-    async def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    async def lookup(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
         return {i: {"district": "Ba Đình"} for i in ids}
 
 
 class MemoryDeadLetters:
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self.letters: list[DeadLetter] = []
+        self.faults = faults
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
+        self.faults.check("dead-letters", "before")
         self.letters.extend(letters)
+        self.faults.check("dead-letters", "after")
 
 
 class MemoryRegistry:
     """The resident registry port: flat string fields per ID."""
 
-    def __init__(self, residents: Sequence[dict[str, str]] = ()) -> None:
+    def __init__(self, residents: Sequence[dict[str, str]] = (), faults: Faults = NO_FAULTS):
         self.rows: dict[str, dict[str, str]] = {r["id"]: dict(r) for r in residents}
+        self.faults = faults
 
-    async def get_identities(self, ids: Sequence[str]) -> list[tuple[str, str] | None]:
-        return [
-            (self.rows[i]["name"], self.rows[i]["dob"]) if i in self.rows else None for i in ids
-        ]
+    async def get_identities(self, ids: Sequence[str]) -> list[Identity | None]:
+        out: list[Identity | None] = []
+        for i in ids:
+            r = self.rows.get(i)
+            aliases = frozenset(orjson.loads(r.get("aliases", "[]"))) if r else frozenset()
+            out.append(Identity(r["name"], date.fromisoformat(r["dob"]), aliases) if r else None)
+        return out
+
+    async def add_alias(self, person_id: str, alias: str) -> None:
+        row = self.rows[person_id]
+        row["aliases"] = orjson.dumps(
+            sorted({*orjson.loads(row.get("aliases", "[]")), alias})
+        ).decode()
 
     async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
         return [dict(self.rows[i]) if i in self.rows else None for i in ids]
@@ -74,8 +134,10 @@ class MemoryRegistry:
         return len(rows)
 
     async def update_many(self, updates: dict[str, dict[str, str]]) -> None:
+        self.faults.check("registry-update", "before")
         for pid, fields in updates.items():
             self.rows.setdefault(pid, {}).update(fields)
+        self.faults.check("registry-update", "after")
 
 
 class MemoryCheckpoints:
@@ -93,10 +155,11 @@ class MemoryCheckpoints:
 class MemoryLedger:
     """The import ledger port: reports, outcome lines, fingerprints, review queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
+        self.faults = faults
         self.records: dict[str, bytearray] = {}
         self.saved: dict[str, dict[str, object]] = {}
-        self.fingerprints: set[str] = set()
+        self.applied_contents: dict[str, str] = {}
         self.review: dict[str, dict[str, Any]] = {}
         self.fresh: dict[str, str] = {}
 
@@ -113,11 +176,12 @@ class MemoryLedger:
     async def reports(self) -> list[dict[str, Any]]:
         return list(self.saved.values())
 
-    async def imported(self, fingerprints: list[str]) -> list[bool]:
-        return [f in self.fingerprints for f in fingerprints]
+    async def applied(self, keys: list[str]) -> list[str | None]:
+        return [self.applied_contents.get(k) for k in keys]
 
-    async def mark_imported(self, fingerprints: list[str]) -> None:
-        self.fingerprints.update(fingerprints)
+    async def mark_applied(self, contents: dict[str, str]) -> None:
+        self.faults.check("mark-applied", "before")
+        self.applied_contents.update(contents)
 
     async def queue_review(self, items: list[dict[str, object]]) -> None:
         for i in items:
@@ -166,12 +230,16 @@ class MemoryAnalytics:
     def __init__(self) -> None:
         self.residents: list[list[object]] = []
         self.checkpoints: list[list[object]] = []
+        self.history: list[list[object]] = []
 
     async def insert_residents(self, rows: Sequence[Sequence[object]]) -> None:
         self.residents.extend(list(r) for r in rows)
 
     async def insert_checkpoints(self, rows: Sequence[Sequence[object]]) -> None:
         self.checkpoints.extend(list(r) for r in rows)
+
+    async def insert_health_records(self, rows: Sequence[Sequence[object]]) -> None:
+        self.history.extend(list(r) for r in rows)
 
     def _latest(self) -> list[dict[str, object]]:
         latest: dict[object, dict[str, object]] = {}
@@ -193,3 +261,18 @@ class MemoryAnalytics:
         for r in self._latest():
             out[str(r["colour"])] = out.get(str(r["colour"]), 0) + 1
         return out
+
+
+class MemoryResidentSink:
+    """The status agent's ClickHouse port: resident rows and the facts behind them."""
+
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
+        self.residents: list[dict[str, str]] = []
+        self.facts: dict[str, object] = {}
+        self.faults = faults
+
+    async def upsert(self, residents: Sequence[dict[str, str]], facts: Sequence[Any]) -> None:
+        self.faults.check("resident-sink", "before")
+        self.residents.extend(dict(r) for r in residents)
+        self.facts.update({f.record_id: f for f in facts})
+        self.faults.check("resident-sink", "after")

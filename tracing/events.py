@@ -154,8 +154,9 @@ class HealthRecordImported(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    record_id: str
+    record_id: str  # the record's natural key (kind, person, key fields), hashed
     kind: str
     person_id: PersonId
     import_id: str
     record: dict[str, object]
+    supersedes: bool = False  # accepted by a steward over a conflicting applied record

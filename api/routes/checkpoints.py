@@ -4,6 +4,7 @@ hospital into a restaurant, which would change who may enter."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from api.audit import audit
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
+from infra.clients import Clients
 from registry.errors import quote
 from registry.reference import hanoi_wards
 
@@ -72,6 +74,25 @@ def _stored(cp: CheckpointFields, checkpoint_id: str) -> dict[str, str]:
     return {**fields, "checkpoint_id": checkpoint_id}
 
 
+async def _to_analytics(clients: Clients, rows: list[dict[str, str]]) -> None:
+    """Checkpoints live in ClickHouse too: the dashboards, and a rebuild of Redis."""
+    now = datetime.now(UTC)
+    await clients.analytics.insert_checkpoints(
+        [
+            [
+                r["checkpoint_id"],
+                r["name"],
+                r["type"],
+                r["district"],
+                r["ward"],
+                int(r["capacity"]),
+                now,
+            ]
+            for r in rows
+        ]
+    )
+
+
 @router.post("/checkpoints", status_code=201, response_model=CheckpointsCreated)
 async def register(body: list[CheckpointCreate], clients: ClientsDep) -> CheckpointsCreated:
     """Register new checkpoints. Re-sending one exactly as registered is harmless; sending
@@ -82,6 +103,7 @@ async def register(body: list[CheckpointCreate], clients: ClientsDep) -> Checkpo
         raise BadInput(f"at most {MAX_PER_REQUEST} checkpoints per request, got {len(body)}")
     rows = [_stored(cp, cp.checkpoint_id) for cp in body]
     created, unchanged, conflicts = await clients.checkpoints.create_many(rows)
+    await _to_analytics(clients, [r for r in rows if r["checkpoint_id"] not in conflicts])
     if conflicts:
         raise Conflict(
             f"{len(conflicts)} checkpoint(s) already registered with other details "
@@ -103,6 +125,7 @@ async def update(
     before = await clients.checkpoints.replace(checkpoint_id, _stored(body, checkpoint_id))
     if before is None:
         raise NotFound(f"checkpoint {quote(checkpoint_id)} is not registered; POST it first")
+    await _to_analytics(clients, [_stored(body, checkpoint_id)])
     changed = sorted(k for k, v in _stored(body, checkpoint_id).items() if before.get(k) != v)
     await audit(
         clients,

@@ -113,7 +113,11 @@ async def review_queue(clients: ClientsDep, limit: int = 100) -> list[dict[str, 
 @router.post("/review/{review_id}")
 async def decide(review_id: str, body: ReviewDecision, clients: ClientsDep) -> dict[str, Any]:
     item = await decide_review(
-        clients.ledger, clients.health_records, review_id, body.decision == "accept"
+        clients.ledger,
+        clients.health_records,
+        clients.residents,
+        review_id,
+        body.decision == "accept",
     )
     if item is None:
         raise NotFound(f"no review item {quote(review_id)}")

@@ -3,6 +3,7 @@ is written to the append-only audit log (who, what, when, why)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, Path
@@ -50,7 +51,7 @@ async def resident_status(
     await audit(clients, x_actor, "status", person_id, x_purpose)
     if fields is None:
         raise NotFound(f"ID {person_id} is not in the registry")
-    return status_view(fields)
+    return status_view(fields, clients.rules, datetime.now(UTC))
 
 
 class GateCheck(BaseModel):
@@ -98,7 +99,7 @@ async def gate_check(
         return GateDecision(
             decision="deny", colour="none", reasons=["ID not found in the registry"]
         )
-    status = status_view(fields)
+    status = status_view(fields, clients.rules, datetime.now(UTC))
     allow, why = gate_decision(clients.rules, place.get("type", "other"), str(status["colour"]))
     reasons = cast(list[str], status["reasons"])
     return GateDecision(

@@ -1,32 +1,39 @@
+"""The scan recorder over in-memory fakes: exactly once, dead letters, and faults at every
+step (transient ones retried, permanent ones isolated), never a stall, never a loss."""
+
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 
+from infra.faults import AgentHealth
 from registry.pseudonym import Pseudonymizer
-from streams.scans import RawRecord, ScanRecorder
-from tests.fakes import MemoryDeadLetters, MemoryIndex, MemoryPlaces, MemorySink
+from streams.guard import Guard
+from streams.scans import RawRecord, ScanRecorder, bounded
+from tests.fakes import Faults, MemoryDeadLetters, MemoryIndex, MemoryPlaces, MemorySink
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 def recorder(
-    sink: MemorySink | None = None,
+    sink: MemorySink | None = None, faults: Faults | None = None
 ) -> tuple[ScanRecorder, MemoryIndex, MemorySink, MemoryDeadLetters]:
-    index, sink, dead = MemoryIndex(), sink or MemorySink(), MemoryDeadLetters()
+    faults = faults or Faults()
+    index, dead = MemoryIndex(faults), MemoryDeadLetters(faults)
+    sink = sink or MemorySink(faults=faults)
     r = ScanRecorder(
         index=index,
         sink=sink,
         places=MemoryPlaces(),
-        dead_letters=dead,
+        guard=Guard(dead, AgentHealth(), retry_delay=0.001, max_delay=0.002),
         pseudonymize=Pseudonymizer(b"k" * 32),
         topic="scans",
         clock=lambda: NOW,
-        retry_delay=0.01,
     )
     return r, index, sink, dead
 
 
-def records(n: int, start: int = 0) -> list[RawRecord]:
+def records(n: int, start: int = 0, **over: object) -> list[RawRecord]:
     return [
         RawRecord(
             orjson.dumps(
@@ -36,6 +43,7 @@ def records(n: int, start: int = 0) -> list[RawRecord]:
                     "checkpoint_id": f"cp{i % 7}",
                     "ts": (NOW - timedelta(minutes=i % 60)).isoformat(),
                     "source": "self",
+                    **over,
                 }
             )
         )
@@ -60,15 +68,102 @@ async def test_visits_are_pseudonymous_and_default_to_dwell() -> None:
     assert v.t_out - v.t_in == timedelta(minutes=30)
 
 
-async def test_store_outage_is_retried_not_dropped() -> None:
-    r, index, sink, _ = recorder(MemorySink(fail_times=2))
-    result = await r.record(records(5))
-    assert result.recorded == 5 and len(sink.rows) == 5 and index.processed == 5
-
-
 async def test_bad_records_go_to_dead_letters_and_good_ones_survive() -> None:
     r, _index, _, dead = recorder()
     bad = [RawRecord(b"garbage"), RawRecord(orjson.dumps({"scan_id": "x"}))]
     result = await r.record(records(3) + bad)
     assert result.recorded == 3
     assert len(dead.letters) == 2 and "not valid JSON" in dead.letters[0].reason
+
+
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [
+        ("dedup", "before"),
+        ("sink", "before"),
+        ("sink", "after"),
+        ("index", "before"),
+        ("index", "after"),
+        ("dead-letters", "before"),
+        ("dead-letters", "after"),
+    ],
+)
+async def test_transient_failures_at_every_step_are_retried_and_count_once(
+    step: str, when: str
+) -> None:
+    faults = Faults()
+    faults.plan(step, when, ConnectionError(f"{step} unreachable"), times=3)
+    r, index, sink, dead = recorder(faults=faults)
+    result = await r.record([*records(50), RawRecord(b"not json")])
+    assert faults.raised.count((step, when)) == 3
+    assert result.recorded == 50 and index.processed == 50 and len(index.visits) == 50
+    assert sink.distinct == 50
+    assert len({d.payload for d in dead.letters}) == 1  # the bad record, buried (once or
+    # twice if the dead-letter reply was lost: the topic is at-least-once, like Kafka)
+    assert r.guard.health.failing == {}  # reported while failing, cleared once it passed
+
+
+async def test_health_reports_a_step_while_it_is_failing() -> None:
+    faults = Faults()
+    faults.plan("sink", "before", ConnectionError("ClickHouse unreachable"), times=2)
+    health = AgentHealth()
+    seen: list[dict[str, object]] = []
+
+    class Watching(MemorySink):
+        async def insert(self, visits, places):  # type: ignore[no-untyped-def]
+            seen.append(dict(health.report()))
+            await super().insert(visits, places)
+
+    sink = Watching(faults=faults)
+    r, _, _, _dead = recorder(sink=sink, faults=faults)
+    r.guard.health = health
+    await r.record(records(5))
+    assert "ClickHouse insert" in seen[1] and "unreachable" in str(seen[1])
+    assert health.failing == {}
+
+
+async def test_a_refused_record_is_dead_lettered_and_the_rest_written() -> None:
+    def refuse(visits):  # type: ignore[no-untyped-def]
+        bad = [v for v in visits if v.checkpoint_id == "cp3"]
+        return "Code: 53. Type mismatch in column checkpoint_id" if bad else None
+
+    r, index, sink, dead = recorder(sink=MemorySink(refuse=refuse))
+    result = await r.record(records(70))
+    assert result.recorded == 60 and result.refused == 10
+    assert sink.distinct == 60 and index.processed == 60
+    assert len(dead.letters) == 10
+    assert all("Type mismatch" in d.reason and "cp3" in d.payload for d in dead.letters)
+
+
+async def test_a_batch_spanning_too_many_partitions_is_split_not_stalled() -> None:
+    # ClickHouse refuses an insert touching more than 100 monthly partitions; scans over
+    # 101 months once stalled the worker for good.
+    def refuse(visits):  # type: ignore[no-untyped-def]
+        months = {(v.t_in.year, v.t_in.month) for v in visits}
+        return "Too many partitions for single INSERT block" if len(months) > 100 else None
+
+    r, _index, sink, dead = recorder(sink=MemorySink(refuse=refuse))
+    r.max_age = timedelta(days=31 * 110)
+    batch = [
+        RawRecord(
+            orjson.dumps(
+                {
+                    "scan_id": f"m{i}",
+                    "person_id": "001090123456",
+                    "checkpoint_id": "cp",
+                    "ts": (NOW - timedelta(days=31 * i)).isoformat(),
+                    "source": "gate",
+                }
+            )
+        )
+        for i in range(101)
+    ]
+    result = await r.record(batch)
+    assert result.recorded == 101 and sink.distinct == 101 and dead.letters == []
+
+
+def test_batches_are_bounded_in_bytes() -> None:
+    recs = [RawRecord(b"x" * 400) for _ in range(10)]
+    parts = list(bounded(recs, 1000))
+    assert [len(p) for p in parts] == [2, 2, 2, 2, 2]
+    assert [len(p) for p in bounded([RawRecord(b"y" * 5000)], 1000)] == [1]

@@ -59,3 +59,17 @@ def test_colour_rules(record: HealthRecord, colour: str, fragment: str) -> None:
 def test_rulebook_picks_the_province_then_the_national_rule() -> None:
     assert BOOK.for_("001", date(2021, 12, 1)).version == "hn-2021-10"
     assert BOOK.for_("079", date(2021, 12, 1)).version == "vn-2021-10"
+
+
+def test_colour_is_computed_when_read_so_expiries_need_no_event() -> None:
+    from datetime import UTC, datetime
+
+    from registry.cards import load_rulebook
+    from registry.residents import status_view
+
+    rules = load_rulebook()
+    fields = {"province": "001", "neg_test_at": "2021-11-01T08:00:00+00:00", "colour": "yellow"}
+    fresh = status_view(fields, rules, datetime(2021, 11, 2, 8, 0, tzinfo=UTC))
+    assert fresh["colour"] == "yellow"
+    later = status_view(fields, rules, datetime(2021, 11, 10, 8, 0, tzinfo=UTC))
+    assert later["colour"] == "none"  # the stored "yellow" was only a cache

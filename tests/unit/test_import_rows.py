@@ -33,7 +33,9 @@ def test_good_row_parses_and_has_a_stable_fingerprint() -> None:
         ({"dose": "two"}, "dose: not a whole number"),
         ({"dose": "9"}, "dose: must be 1-5"),
         ({"date": "31/02/2021"}, "date: not a date"),
-        ({"dob": "1991-01-01"}, "birth year 1991 but ID says 1990"),
+        ({"dob": "1899-12-31"}, "dob: 1899-12-31 is before 1900-01-01"),
+        ({"date": "2099-01-01"}, "date: 2099-01-01 is in the future"),
+        ({"person_id": "٠٠١٠٩٠١٢٣٤٥٦"}, "exactly 12 digits, got other characters"),
         ({"vaccine": ""}, "empty required column(s): vaccine"),
     ],
 )
@@ -89,3 +91,25 @@ def test_applying_records_is_idempotent() -> None:
     fields.update(apply_record(fields, "vaccinations", rec))
     assert apply_record(fields, "vaccinations", rec) == {}
     assert '"AstraZeneca", 1' in fields["doses"]
+
+
+def test_a_birth_year_contradicting_the_id_is_left_to_matching_not_invalid() -> None:
+    parsed = parse_row(VAX, 1, {**ROW, "dob": "1991-01-01"})
+    assert parsed.error is None and parsed.id_birth_year == 1990
+
+
+def test_test_results_rows() -> None:
+    kind = KINDS["test-results"]
+    row = {
+        "person_id": "001090123456",
+        "name": "An",
+        "dob": "1990-03-15",
+        "result": "Negative",
+        "test_type": "pcr",
+        "sampled_at": "2021-11-01T08:00:00+07:00",
+    }
+    parsed = parse_row(kind, 1, row)
+    assert parsed.error is None and parsed.record["result"] == "negative"
+    assert parsed.record["test_type"] == "PCR"
+    bad = parse_row(kind, 2, {**row, "result": "maybe"})
+    assert bad.error is not None and "result: must be positive or negative" in bad.error
