@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infra.faults import is_transient
+
 
 class ApiError(Exception):
     status_code = 400
@@ -36,6 +38,18 @@ def install(app: FastAPI) -> None:
         if exc.details is not None:
             body["details"] = exc.details
         return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _store_away(_: Request, exc: Exception) -> JSONResponse:
+        # A store that is away (Redis restarting, Kafka electing a leader) is a 503 the
+        # caller may retry, not a 500; anything else is a bug and stays a 500.
+        if is_transient(exc):
+            return JSONResponse(
+                {"error": f"a store is unavailable, retry shortly ({type(exc).__name__})"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        return JSONResponse({"error": "internal error"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

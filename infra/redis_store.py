@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from tracing.visits import Visit
 
@@ -25,7 +27,16 @@ SEEN_BUCKETS = 64
 
 
 def make_redis(url: str) -> Redis:
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    """A client that reconnects by itself: a restarted server costs a retry, not an error;
+    a server that stops answering is a timeout, never a hang."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+    )
 
 
 # Marks scans seen and counts only the newly marked ones, inside Redis.

@@ -1,4 +1,5 @@
-"""GET /healthz: Kafka, Redis and ClickHouse reachability; 503 when one is down."""
+"""GET /healthz: Kafka, Redis and ClickHouse reachability, and what the agents are
+retrying; 503 when one is down or an agent is waiting on a store."""
 
 from __future__ import annotations
 
@@ -27,7 +28,11 @@ async def healthz(clients: ClientsDep) -> JSONResponse:
         _check(clients.redis.ping()),
         _check(asyncio.to_thread(clients.clickhouse.ping)),
     )
-    checks = {"kafka": kafka, "redis": redis, "clickhouse": clickhouse}
+    failing = clients.health.report()  # steps the agents are retrying right now
+    agents: dict[str, object] = {"ok": not failing}
+    if failing:
+        agents["waiting_on"] = failing
+    checks = {"kafka": kafka, "redis": redis, "clickhouse": clickhouse, "agents": agents}
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503

@@ -45,7 +45,7 @@ def free_port() -> int:
 class Platform:
     """One all-in-one dancu process (API + Faust worker + chDB sink) in a subprocess."""
 
-    def __init__(self, base: Settings, data_dir: Path) -> None:
+    def __init__(self, base: Settings, data_dir: Path, **env: str) -> None:
         tag = f"t{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.settings = isolated_settings(base, data_dir, tag, api_port=self.port)
@@ -59,6 +59,7 @@ class Platform:
             "DANCU_API_PORT": str(self.port),
             "KAFKA_PORT": str(base.kafka.port),
             "REDIS_PORT": str(base.redis.port),
+            **env,
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None

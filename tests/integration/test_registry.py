@@ -101,7 +101,7 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
         "invalid",
         "invalid",
     ]
-    assert "name does not match" in records[3]["reason"]
+    assert "name differs" in records[3]["reason"]
     assert "dose: not a whole number" in records[6]["reason"]
 
     # matched records flow through Kafka and update the resident live
