@@ -3,6 +3,8 @@ worker, the simulator) are composed in by the CLI, so api/ never imports streams
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib import metadata, resources
@@ -14,6 +16,7 @@ from api import errors
 from api.limits import BodyLimit
 from api.routes import (
     admin,
+    audit,
     checkpoints,
     health,
     imports,
@@ -39,6 +42,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         clients = await Clients.open(settings, clickhouse)
         app.state.clients = clients
+        drain = asyncio.create_task(clients.audit.run(), name="audit-drain")
         async with AsyncExitStack() as stack:
             try:
                 for extra in extras:
@@ -46,12 +50,17 @@ def create_app(
                 yield
             finally:
                 await stack.aclose()
+                drain.cancel()
+                with contextlib.suppress(BaseException):
+                    await drain
+                with contextlib.suppress(Exception):
+                    await clients.audit.drain_once()  # nothing audited is left behind
                 await clients.close()
 
     app = FastAPI(title="dancu", version=metadata.version("dancu"), lifespan=lifespan)
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (health, scans, stats, checkpoints, admin, imports, residents, quality):
+    for module in (health, scans, stats, checkpoints, admin, audit, imports, residents, quality):
         app.include_router(module.router)
 
     page = resources.files("api").joinpath("static", "dashboard.html").read_text("utf-8")

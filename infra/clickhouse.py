@@ -84,12 +84,12 @@ class ClickHouse:
             for version, name, sql in migrations():
                 if version in done:
                     continue
-                for statement in filter(None, (s.strip() for s in sql.split(";"))):
-                    if not all(
-                        line.lstrip().startswith("--") or not line.strip()
-                        for line in statement.splitlines()
-                    ):
-                        c.command(statement.replace("{db}", self.db))
+                # Comment lines go first, so a ';' inside a comment never splits a statement.
+                code = "\n".join(
+                    line for line in sql.splitlines() if not line.lstrip().startswith("--")
+                )
+                for statement in filter(None, (part.strip() for part in code.split(";"))):
+                    c.command(statement.replace("{db}", self.db))
                 c.insert(
                     f"{self.db}.schema_migrations",
                     [[version, name, datetime.now(UTC)]],

@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from infra.audit import AuditDrain
 from infra.clickhouse import ClickHouse
 from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
@@ -83,6 +84,7 @@ class Clients:
     analytics: ClickHouseRegistry
     rules: RuleBook
     health: AgentHealth
+    audit: AuditDrain
 
     @classmethod
     async def open(cls, settings: Settings, clickhouse: ClickHouse | None = None) -> Clients:
@@ -110,6 +112,7 @@ class Clients:
             analytics=ClickHouseRegistry(ch),
             rules=load_rulebook(),
             health=AgentHealth(),
+            audit=AuditDrain(redis, settings.redis_prefix, ch),
         )
 
     async def close(self) -> None:

@@ -131,3 +131,17 @@ def test_checkpoints_change_only_by_an_explicit_update(platform: Platform) -> No
     )
     assert r.status_code == 200 and r.json()["changed"] == ["type"]
     assert httpx.put(f"{url}/v1/checkpoints/nope", json=hospital).status_code == 404
+
+
+def test_every_audited_read_reaches_the_full_log_in_clickhouse(platform: Platform) -> None:
+    platform.start()
+    url = platform.url
+    for _ in range(3):
+        httpx.get(
+            f"{url}/v1/residents/001090123456/status",
+            headers={"X-Actor": "official-1", "X-Purpose": "contact tracing"},
+        )
+    entries = httpx.get(f"{url}/v1/audit", params={"limit": 10}).json()
+    mine = [e for e in entries if e["actor"] == "official-1"]
+    assert len(mine) == 3 and all(e["why"] == "contact tracing" for e in mine)
+    assert all("001090123456" not in str(e) for e in entries)  # pseudonyms only
