@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
-from api.limits import BodyLimit
+from api.limits import BodyLimit, ServerTiming
+from api.proxy import StoreProxy
 from api.routes import (
     admin,
     audit,
@@ -40,9 +41,12 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clients = await Clients.open(settings, clickhouse)
+        clients = await Clients.open(settings, clickhouse, owns_store=settings.store_url is None)
         app.state.clients = clients
-        drain = asyncio.create_task(clients.audit.run(), name="audit-drain")
+        drain = asyncio.create_task(
+            clients.audit.run() if clients.owns_store else asyncio.Event().wait(),
+            name="audit-drain",
+        )
         async with AsyncExitStack() as stack:
             try:
                 for extra in extras:
@@ -53,13 +57,17 @@ def create_app(
                 drain.cancel()
                 with contextlib.suppress(BaseException):
                     await drain
-                with contextlib.suppress(Exception):
-                    await clients.audit.drain_once()  # nothing audited is left behind
+                if clients.owns_store:
+                    with contextlib.suppress(Exception):
+                        await clients.audit.drain_once()  # nothing audited is left behind
                 await clients.close()
 
     app = FastAPI(title="dancu", version=metadata.version("dancu"), lifespan=lifespan)
     errors.install(app)
+    if settings.store_url:  # inside the body limit: a forwarded body is bounded too
+        app.add_middleware(StoreProxy, store_url=settings.store_url)
     app.add_middleware(BodyLimit)
+    app.add_middleware(ServerTiming)
     for module in (health, scans, stats, checkpoints, admin, audit, imports, residents, quality):
         app.include_router(module.router)
 

@@ -116,24 +116,30 @@ def up(
     ] = None,
     simulate: Annotated[bool, typer.Option(help="Run the built-in city traffic simulator.")] = True,
     rate: Annotated[float, typer.Option(help="Simulated scans per second.")] = 200.0,
-    role: Annotated[str, typer.Option(help="all | worker | api (scaled deployments).")] = "all",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all (store + API processes) | store | worker | api (scaled deployments)."
+        ),
+    ] = "all",
     services: Annotated[bool, typer.Option(help="Start the embedded services first.")] = True,
 ) -> None:
     """Run the platform: Faust worker + API + ClickHouse sink (+ traffic simulator)."""
     from dancu.runtime import RunOptions, serve
     from infra.kafka_io import create_topics
 
-    if role not in ("all", "worker", "api"):
-        err.print(f"[red]error:[/red] --role must be all, worker or api, got {role!r}")
+    if role not in ("all", "store", "worker", "api"):
+        err.print(f"[red]error:[/red] --role must be all, store, worker or api, got {role!r}")
         raise typer.Exit(2)
     settings = _settings()
     if services:
         _start_services(settings)
     asyncio.run(create_topics(settings))
-    err.print(
-        f"[bold green]dancu is up[/bold green]: dashboard and API at "
-        f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)"
-    )
+    if role in ("all", "api"):
+        err.print(
+            f"[bold green]dancu is up[/bold green]: dashboard and API at "
+            f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)"
+        )
     summary = serve(
         settings,
         RunOptions(role=role, simulate=simulate and role == "all", rate=rate, duration=duration),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +30,7 @@ console = Console(stderr=True)
 
 @dataclass
 class RunOptions:
-    role: str = "all"  # all | worker | api
+    role: str = "all"  # all | store | worker | api
     simulate: bool = True
     rate: float = 200.0
     duration: float | None = None
@@ -110,8 +115,63 @@ def simulator_and_timer(
     return run
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the parent dies (even by SIGKILL), so a crashed
+    `dancu up` never leaves a process holding the store and its port."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_store_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """The store's owner (Faust worker, ClickHouse sink, analytics) on ``store_port``."""
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DANCU_API_PORT": str(settings.store_port),
+        "DANCU_API_HOST": "127.0.0.1",
+    }
+    env.pop("DANCU_STORE_URL", None)
+    log = open(logs / "store.log", "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "dancu", "up", "--role", "store", "--no-services", "--no-simulate"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def serve(settings: Settings, options: RunOptions) -> RunSummary:
-    """Run the platform until interrupted (or for ``options.duration`` seconds)."""
+    """Run the platform until interrupted (or for ``options.duration`` seconds).
+
+    ``all`` is two processes: the store's owner (Faust worker + ClickHouse + analytics) and
+    the public API (gate checks, scans, imports; analytics forwarded to the store), so
+    gate answers never wait behind batch work on one event loop.
+    """
+    if options.role != "all":
+        return _serve(settings, options)
+    store = start_store_process(settings)
+    try:
+        api_settings = settings.model_copy(
+            update={"store_url": f"http://127.0.0.1:{settings.store_port}"}
+        )
+        return _serve(api_settings, options)
+    finally:
+        stop_process(store)
+
+
+def _serve(settings: Settings, options: RunOptions) -> RunSummary:
     logging.basicConfig(level=settings.log_level)
     summary = RunSummary()
     servers: list[uvicorn.Server] = []
@@ -120,7 +180,7 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
         servers[0].should_exit = True
 
     extras: list[Extra] = []
-    if options.role in ("all", "worker"):
+    if options.role in ("store", "worker"):
         extras.append(faust_worker(settings))
     if options.role == "all":
         extras.append(simulator_and_timer(settings, options, stop_server, summary))

@@ -85,12 +85,18 @@ class Clients:
     rules: RuleBook
     health: AgentHealth
     audit: AuditDrain
+    owns_store: bool = True  # False in an API process that forwards analytics to the store
 
     @classmethod
-    async def open(cls, settings: Settings, clickhouse: ClickHouse | None = None) -> Clients:
+    async def open(
+        cls, settings: Settings, clickhouse: ClickHouse | None = None, *, owns_store: bool = True
+    ) -> Clients:
         redis = make_redis(settings.redis_url)
+        # The client connects on first use: an API process that does not own the store
+        # never opens it (chDB allows one process per data path).
         ch = clickhouse or ClickHouse(settings.clickhouse_url, settings.clickhouse.database)
-        await asyncio.to_thread(ch.migrate)
+        if owns_store:
+            await asyncio.to_thread(ch.migrate)
         producer = make_producer(settings)
         await producer.start()
         lag = KafkaLag(settings)
@@ -113,6 +119,7 @@ class Clients:
             rules=load_rulebook(),
             health=AgentHealth(),
             audit=AuditDrain(redis, settings.redis_prefix, ch),
+            owns_store=owns_store,
         )
 
     async def close(self) -> None:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".dancu")
     api_host: str = "127.0.0.1"
     api_port: int = 8765
+    # The process that owns ClickHouse (Faust worker + sink + analytics): `dancu up` runs
+    # it on store_port and serves the public API from a process of its own, which sends
+    # the analytics routes there (DANCU_STORE_URL), so gate answers never queue behind
+    # batch work.
+    store_port: int = 8766
+    store_url: str | None = None
     # Isolation knobs: tests and parallel deployments get their own topics/keys/group.
     topic_prefix: str = ""
     redis_prefix: str = "dancu:"

@@ -57,6 +57,7 @@ class Platform:
             "DANCU_REDIS_PREFIX": s.redis_prefix,
             "DANCU_APP_ID": s.app_id,
             "DANCU_API_PORT": str(self.port),
+            "DANCU_STORE_PORT": str(free_port()),
             "KAFKA_PORT": str(base.kafka.port),
             "REDIS_PORT": str(base.redis.port),
             **env,
