@@ -10,11 +10,11 @@ from infra.clients import Clients
 AUDIT_MAXLEN = 1_000_000
 
 
-async def audit(
+def audit_entry(
     clients: Clients, actor: str, action: str, subject: str, why: str, *, person: bool = True
-) -> None:
-    """Append one record; a person is recorded by pseudonym, never by ID number."""
-    await clients.redis.xadd(
+) -> tuple[str, dict[str, str], int]:
+    """(stream, fields, maxlen) of one audit record, for a caller that pipelines it."""
+    return (
         f"{clients.settings.redis_prefix}audit",
         {
             "at": datetime.now(UTC).isoformat(),
@@ -25,6 +25,13 @@ async def audit(
             ),
             "why": why[:200],
         },
-        maxlen=AUDIT_MAXLEN,
-        approximate=True,
+        AUDIT_MAXLEN,
     )
+
+
+async def audit(
+    clients: Clients, actor: str, action: str, subject: str, why: str, *, person: bool = True
+) -> None:
+    """Append one record; a person is recorded by pseudonym, never by ID number."""
+    stream, fields, maxlen = audit_entry(clients, actor, action, subject, why, person=person)
+    await clients.redis.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]

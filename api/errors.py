@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,6 +32,16 @@ class TooLarge(ApiError):
 
 class Unavailable(ApiError):
     status_code = 503
+
+
+def validation_message(errors: Sequence[Any]) -> dict[str, object]:
+    """``{"error": "field: problem; …", "details": [...]}`` from pydantic's errors."""
+    details = [
+        {"field": ".".join(str(x) for x in e["loc"] if x != "body"), "error": e["msg"]}
+        for e in errors
+    ]
+    message = "; ".join(f"{d['field'] or 'body'}: {d['error']}" for d in details)
+    return {"error": message, "details": details}
 
 
 def install(app: FastAPI) -> None:
@@ -63,9 +76,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": ".".join(str(x) for x in e["loc"] if x != "body"), "error": e["msg"]}
-            for e in exc.errors()
-        ]
-        message = "; ".join(f"{d['field'] or 'body'}: {d['error']}" for d in details)
-        return JSONResponse({"error": message, "details": details}, status_code=422)
+        return JSONResponse(validation_message(exc.errors()), status_code=422)

@@ -114,6 +114,17 @@ class ResidentStore:
         fields = await self.r.hgetall(self.key(person_id))  # type: ignore[misc]
         return {_s(k): _s(v) for k, v in fields.items()} or None
 
+    async def get_audited(
+        self, person_id: str, entry: tuple[str, dict[str, str], int]
+    ) -> dict[str, str] | None:
+        """A resident's record, and the audit entry of this read, in one round trip."""
+        stream, fields, maxlen = entry
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key(person_id))
+            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+            found, _ = await pipe.execute()
+        return {_s(k): _s(v) for k, v in found.items()} or None
+
     async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
         async with self.r.pipeline(transaction=False) as pipe:
             for i in ids:

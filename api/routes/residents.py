@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Header, Path
 from pydantic import BaseModel, Field, model_validator
 
-from api.audit import audit
+from api.audit import audit, audit_entry
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from api.routes.checkpoints import CHECKPOINT_ID
+from infra.clients import Clients
 from registry.cards import gate_decision
 from registry.cccd import MAX_PAYLOAD, parse_cccd
 from registry.errors import InvalidQrPayload, quote
@@ -80,7 +81,14 @@ async def gate_check(
     clients: ClientsDep,
     x_actor: Annotated[str, Header(max_length=100)] = "device",
 ) -> GateDecision:
-    """Allow or deny at a checkpoint by the resident's card colour and the place's policy."""
+    """Allow or deny at a checkpoint by the resident's card colour and the place's policy.
+
+    (Served by :class:`api.gate_path.GateFastPath` ahead of the router, with this same
+    logic: a gate answer skips routing and dependency resolution.)"""
+    return await decide_gate(clients, body, x_actor)
+
+
+async def decide_gate(clients: Clients, body: GateCheck, actor: str) -> GateDecision:
     if body.qr:
         try:
             person_id = parse_cccd(body.qr).id
@@ -90,11 +98,13 @@ async def gate_check(
             raise BadInput("person_id and qr name different people; send one of them")
     else:
         person_id = _valid_id(str(body.person_id))
-    fields = await clients.residents.get(person_id)
     place = (await clients.checkpoints.lookup([body.checkpoint_id]))[body.checkpoint_id]
     if not place:
         raise NotFound(f"checkpoint {quote(body.checkpoint_id)} is not registered")
-    await audit(clients, x_actor, "gate-check", person_id, body.checkpoint_id)
+    # The resident's record and the audit entry in one round trip.
+    fields = await clients.residents.get_audited(
+        person_id, audit_entry(clients, actor[:100], "gate-check", person_id, body.checkpoint_id)
+    )
     if fields is None:
         return GateDecision(
             decision="deny", colour="none", reasons=["ID not found in the registry"]
