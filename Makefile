@@ -47,6 +47,7 @@ lint: setup ## ruff format --check, ruff check, mypy
 bench: services ## Benchmarks: each prints its figure and its ratio to a raw baseline
 	PYTHONPATH=. $(BIN)/python bench/ingest.py $(ARGS)
 	PYTHONPATH=. $(BIN)/python bench/imports.py
+	PYTHONPATH=. $(BIN)/python bench/gate.py
 
 status: setup ## Show the embedded services
 	$(BIN)/dancu services status

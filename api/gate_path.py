@@ -9,6 +9,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.asgi import answer, read_body
 from api.errors import ApiError, validation_message
 from api.routes.residents import GateCheck, decide_gate
 from infra.faults import is_transient
@@ -24,18 +25,13 @@ class GateFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         actor = "device"
         for k, v in scope.get("headers") or []:
             if k == b"x-actor":
                 actor = v.decode("latin-1")[:100]
         try:
-            check = GateCheck.model_validate_json(bytes(body))
+            check = GateCheck.model_validate_json(body)
             decision = await decide_gate(scope["app"].state.clients, check, actor)
             status, payload = 200, decision.model_dump()
         except ValidationError as exc:
@@ -46,15 +42,4 @@ class GateFastPath:
             if not is_transient(exc):
                 raise
             status, payload = 503, {"error": "a store is unavailable, retry shortly"}
-        data = orjson.dumps(payload)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+        await answer(send, status, orjson.dumps(payload))

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi import answer
+
 KiB = 1 << 10
 MiB = 1 << 20
 # (method, path pattern, limit): the first match wins.
@@ -97,19 +99,12 @@ class BodyLimit:
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    await answer(
+        send,
+        status,
+        orjson.dumps({"error": message}),
+        [(b"content-type", b"application/json"), (b"connection", b"close")],
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 class ServerTiming:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 import httpx
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.asgi import answer, read_body
 
 # (method, path) served by the store's owner.
 STORE_ROUTES: tuple[tuple[str, str], ...] = (
@@ -36,12 +38,7 @@ class StoreProxy:
         if scope["type"] != "http" or not self._forwarded(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
         # The raw (still percent-encoded) path: forwarded exactly as the client sent it.
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -50,14 +47,14 @@ class StoreProxy:
                 scope["method"],
                 raw_path,
                 params=scope.get("query_string", b"").decode("latin-1"),
-                content=bytes(body),
+                content=body,
                 headers=headers,
             )
         except httpx.InvalidURL:
-            await _answer(send, 400, b'{"error": "the request path cannot be forwarded"}')
+            await answer(send, 400, b'{"error": "the request path cannot be forwarded"}')
             return
         except httpx.HTTPError as exc:
-            await _answer(
+            await answer(
                 send,
                 503,
                 b'{"error": "the store is unavailable, retry shortly (%s)"}'
@@ -65,22 +62,7 @@ class StoreProxy:
             )
             return
         out = [(k.encode(), v.encode()) for k, v in r.headers.items() if k.encode() not in _HOP]
-        await _answer(send, r.status_code, r.content, out)
+        await answer(send, r.status_code, r.content, out)
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            *(headers or [(b"content-type", b"application/json")]),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": body})

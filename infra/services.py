@@ -20,6 +20,11 @@ from pathlib import Path
 from infra.settings import Settings
 
 
+# The largest record the broker takes (a device batch is one record); a Kafka cluster
+# for dancu needs the same (docker-compose.yml sets it).
+MESSAGE_MAX_BYTES = 10 << 20
+
+
 class ServiceError(RuntimeError):
     """A service could not be obtained, started or stopped; the message says what to do."""
 
@@ -295,7 +300,7 @@ class KafkaService(_Service):
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=true",
                     "log.retention.hours=720",
-                    "message.max.bytes=10485760",
+                    f"message.max.bytes={MESSAGE_MAX_BYTES}",
                     "",
                 ]
             )

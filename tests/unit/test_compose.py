@@ -9,24 +9,34 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.services import MESSAGE_MAX_BYTES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_compose_services_are_healthchecked_and_ordered() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "redis", "clickhouse", "worker", "api"} <= set(services)
+    assert {"kafka-1", "kafka-2", "kafka-3", "redis", "clickhouse", "worker", "api"} <= set(
+        services
+    )
     for name, spec in services.items():
         assert "healthcheck" in spec, f"{name} has no healthcheck"
     for name in ("worker", "api"):
         deps = services[name]["depends_on"]
         assert {d: c["condition"] for d, c in deps.items()} == {
-            "kafka": "service_healthy",
+            "kafka-1": "service_healthy",
+            "kafka-2": "service_healthy",
+            "kafka-3": "service_healthy",
             "redis": "service_healthy",
             "clickhouse": "service_healthy",
         }
         env = services[name]["environment"]
         assert {"KAFKA_BOOTSTRAP", "REDIS_URL", "CLICKHOUSE_URL"} <= set(env)
+        assert (env["KAFKA_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == (3, 2)
+    brokers = [services[f"kafka-{i}"]["environment"] for i in (1, 2, 3)]
+    assert all(b["KAFKA_MESSAGE_MAX_BYTES"] == MESSAGE_MAX_BYTES for b in brokers)
+    assert all(b["KAFKA_MIN_INSYNC_REPLICAS"] == 2 for b in brokers)
 
 
 def test_the_image_copies_every_package_the_distribution_lists() -> None:
