@@ -42,14 +42,14 @@ async def open_stores(
         stack.push_async_callback(redis.aclose)
         residents = ResidentStore(redis, settings.redis_prefix)
         stack.callback(residents.close_sync)
+        index = VisitIndex(redis, settings.redis_prefix, timedelta(days=settings.visit_window_days))
+        stack.callback(index.close_sync)
         stores = Stores(
             settings=settings,
             residents=residents,
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
             places=CheckpointDirectory(redis, settings.redis_prefix),
-            index=VisitIndex(
-                redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
-            ),
+            index=index,
             pseudonymize=Pseudonymizer(pseudonym_key(settings)),
         )
         if clickhouse:

@@ -130,3 +130,4 @@ class Clients:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         self.residents.close_sync()
+        self.index.close_sync()

@@ -9,10 +9,10 @@ from datetime import date
 from typing import Any
 
 import orjson
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
+from infra.redis_store import sync_twin
 from registry.rebuild import PastRecord
 from registry.residents import ANALYTICS_COLUMNS, Identity
 
@@ -35,16 +35,7 @@ class ResidentStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.r = redis
         self.p = prefix
-        kwargs = dict(redis.connection_pool.connection_kwargs)
-        kwargs.pop("health_check_interval", None)
-        self._sync = SyncRedis(
-            **{
-                k: v
-                for k, v in kwargs.items()
-                if k
-                in ("host", "port", "db", "password", "username", "decode_responses", "ssl", "path")
-            }
-        )
+        self._sync = sync_twin(redis)
 
     def key(self, person_id: str) -> str:
         return f"{self.p}r:{person_id}"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from infra.settings import Settings
 
-
 # The largest record the broker takes (a device batch is one record); a Kafka cluster
 # for dancu needs the same (docker-compose.yml sets it).
 MESSAGE_MAX_BYTES = 10 << 20
