@@ -53,7 +53,8 @@ class ClickHouseResidentSink:
         history = [
             [
                 self.pseudonymize(e.person_id),
-                e.record_id,
+                # keyed: the plain natural key hashes the ID number with guessable fields
+                self.pseudonymize("record:" + e.record_id),
                 e.kind,
                 orjson.dumps(
                     {k: v for k, v in e.record.items() if k not in IDENTITY_FIELDS}

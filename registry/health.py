@@ -34,8 +34,16 @@ def apply_record(
     elif kind == "f0-positives":
         changes["f0_since"] = _later(fields.get("f0_since"), str(record["sample_time"]))
     elif kind == "test-results":
-        column = "f0_since" if record["result"] == "positive" else "neg_test_at"
-        changes[column] = _later(fields.get(column), str(record["sampled_at"]))
+        sampled = str(record["sampled_at"])
+        column, other = (
+            ("f0_since", "neg_test_at")
+            if record["result"] == "positive"
+            else ("neg_test_at", "f0_since")
+        )
+        changes[column] = _later(fields.get(column), sampled)
+        if replace and fields.get(other) == sampled:
+            # a corrected result: the superseded one, from the same sample, no longer holds
+            changes[other] = ""
     elif kind == "recoveries":
         day = datetime.fromisoformat(str(record["recovered_date"])).date()
         stamp = datetime.combine(day, time(0, 0), tzinfo=VN_TZ).isoformat()

@@ -17,7 +17,16 @@ from typing import Any
 
 import orjson
 
-from registry.imports import KINDS, OUTCOMES, Kind, ParsedRow, header_problems, parse_row
+from registry.errors import quote
+from registry.imports import (
+    KINDS,
+    OUTCOMES,
+    Kind,
+    ParsedRow,
+    content_of,
+    header_problems,
+    parse_row,
+)
 from registry.matching import normalise_name, verify
 from registry.ports import HealthRecordSink, ImportLedgerPort, ResidentRegistry
 from registry.reports import ImportFailed, ImportReport, ReportBuilder
@@ -120,13 +129,6 @@ class Importer:
                 where = "earlier in this file" if p.fingerprint in seen_here else "already imported"
                 result.append(("duplicate", f"the same record was {where}"))
                 continue
-            if before is not None:
-                reason = _conflict(kind, before, p.content)
-                result.append(("mismatch", reason + "; sent to the review queue"))
-                reviews.append(
-                    _review(p, reason, {**event, "supersedes": True}, conflicts_with=before)
-                )
-                continue
             identity = known[str(p.person_id)]
             if identity is None:
                 result.append(("unknown-id", "ID not found in the registry"))
@@ -140,52 +142,69 @@ class Importer:
                 aliases=identity.aliases,
                 id_birth_year=p.id_birth_year,
             )
-            if match.matched:
+            problems = [] if match.matched else [match.reason]
+            if before is not None:  # same key, other content: both kept, side by side
+                problems.append(conflict_reason(kind.name, before, p.content))
+            if not problems:
                 result.append(("matched", match.reason))
                 seen_here[p.fingerprint] = p.content
                 events.append(event)
                 newest = max(newest, _record_time(kind, p.record))
-            else:
-                result.append(("mismatch", match.reason + "; sent to the review queue"))
-                reviews.append(_review(p, match.reason, event, name_differs=match.name_differs))
+                continue
+            reason = "; ".join(problems)
+            result.append(("mismatch", reason + "; sent to the review queue"))
+            name = p.record.get("name")
+            reviews.append(
+                review_item(
+                    event,
+                    reason,
+                    row=p.row,
+                    conflicts_with=before,
+                    alias=normalise_name(str(name)) if match.name_differs and name else None,
+                )
+            )
         if events:
             await self.records.send(events)
         await self.ledger.queue_review(reviews)
         return result, newest
 
 
-def _conflict(kind: Kind, before: str, now: str) -> str:
-    """'dose 2: date 2021-09-01 → 2021-09-03' style: what differs from the other record."""
+def conflict_reason(kind_name: str, before: str, now: str) -> str:
+    """'… the same dose: vaccine AstraZeneca → Pfizer' : what differs from the other record."""
     old, new = orjson.loads(before), orjson.loads(now)
-    diffs = [f"{k} {old.get(k)} → {new.get(k)}" for k in new if old.get(k) != new.get(k)]
-    return "conflicts with another record for the same " + (
-        ", ".join(kind.key) + ": " + "; ".join(diffs)
-    )
+    diffs = [
+        f"{k} {quote(str(old.get(k)), 80)} → {quote(str(new.get(k)), 80)}".replace("'", "")
+        for k in new
+        if old.get(k) != new.get(k)
+    ]
+    key = KINDS[kind_name].key if kind_name in KINDS else ("key",)
+    return f"conflicts with another record for the same {', '.join(key)}: " + "; ".join(diffs)
 
 
-def _review(
-    p: ParsedRow,
-    reason: str,
+def review_item(
     event: dict[str, object],
+    reason: str,
     *,
+    row: int | None = None,
     conflicts_with: str | None = None,
-    name_differs: bool = False,
+    alias: str | None = None,
 ) -> dict[str, object]:
-    """A review item: the new record, and the record it conflicts with, side by side."""
+    """A review item: the new record, and the record it conflicts with, side by side. Its
+    ID names the record (its key, content and identity), so the same record queued twice
+    is one item."""
+    record = event.get("record")
+    facts = record if isinstance(record, dict) else {}
+    content = content_of(str(event.get("kind")), facts)
     review_id = hashlib.blake2b(
-        f"{p.fingerprint}|{p.content}|{p.record.get('name')}|{p.record.get('dob')}".encode(),
+        f"{event.get('record_id')}|{content}|{facts.get('name')}|{facts.get('dob')}".encode(),
         digest_size=12,
     ).hexdigest()
-    item: dict[str, object] = {
-        "review_id": review_id,
-        "row": p.row,
-        "reason": reason,
-        "event": event,
-    }
+    item: dict[str, object] = {"review_id": review_id, "row": row, "reason": reason}
+    item["event"] = {**event, "supersedes": True} if conflicts_with is not None else event
     if conflicts_with is not None:
         item["conflicts_with"] = orjson.loads(conflicts_with)
-    if name_differs and p.record.get("name"):
-        item["alias"] = normalise_name(str(p.record["name"]))
+    if alias:
+        item["alias"] = alias
     return item
 
 
@@ -207,8 +226,8 @@ async def decide_review(
         return None
     if accept:
         event = item["event"]
+        await records.send([event])
         if item.get("alias"):  # this spelling of the name matches from now on
             await registry.add_alias(str(event["person_id"]), str(item["alias"]))
-        await records.send([event])
     await ledger.drop_review(review_id)
     return item

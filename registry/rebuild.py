@@ -12,7 +12,7 @@ from typing import Protocol
 
 from registry.cards import RuleBook
 from registry.health import apply_record
-from registry.imports import content_of
+from registry.imports import KINDS, content_of, record_key
 from registry.residents import recompute
 
 # The facts that come only from health records: reset, then replayed from the history.
@@ -71,7 +71,9 @@ async def rebuild_statuses(
             merged = {k: v for k, v in fields.items() if k not in REPLAYED_FIELDS}
             for r in records:
                 merged.update(apply_record(merged, r.kind, r.record, replace=r.supersedes))
-                marks[r.record_id] = content_of(r.kind, r.record)
+                kind = KINDS.get(r.kind)
+                if kind is not None:  # the plain key, recomputed: analytics keeps it keyed
+                    marks[record_key(kind, pid, r.record)] = content_of(r.kind, r.record)
             merged.update(recompute(merged, rules, now))
             change = {k: v for k, v in merged.items() if fields.get(k) != v}
             if change:

@@ -68,7 +68,7 @@ def _chunk_rows(
             history.append(
                 [
                     key,
-                    record_key(kind, pid, record),
+                    pseudonymize("record:" + record_key(kind, pid, record)),
                     kind.name,
                     orjson.dumps(record).decode(),
                     0,

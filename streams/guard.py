@@ -59,9 +59,23 @@ class Guard:
             return result
 
     async def bury(self, letters: Sequence[DeadLetter]) -> None:
-        """Dead letters must reach their topic: retried while Kafka is away."""
-        if letters:
-            await self.retry("dead-letter send", lambda: self.dead_letters.send(letters))
+        """Dead letters must reach their topic: every failure is retried (they are bounded
+        in size, so none is refused for its data); a stall is better than a loss."""
+        if not letters:
+            return
+        delay = self.retry_delay
+        while True:
+            try:
+                await self.dead_letters.send(letters)
+                self.health.ok("dead-letter send")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.health.fail("dead-letter send", exc)
+                log.error("dead-letter send failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
 
     async def write_each(
         self,

@@ -19,7 +19,7 @@ from typing import Protocol
 import orjson
 
 from streams.guard import Guard
-from tracing.events import MAX_SCAN_AGE, DeadLetter, ScanRecorded, validate_scan
+from tracing.events import MAX_SCAN_AGE, DeadLetter, ScanRecorded, payload_text, validate_scan
 from tracing.visits import Visit, visit_from_scan
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,11 @@ def decode_scans(
     dead: list[DeadLetter] = []
 
     def bury(reason: str, payload: object, rec: RawRecord) -> None:
-        text = (
-            payload.decode("utf-8", "replace")
-            if isinstance(payload, bytes)
-            else (orjson.dumps(payload).decode())
-        )
         dead.append(
             DeadLetter(
                 topic=topic,
                 reason=reason,
-                payload=text[:10_000],
+                payload=payload_text(payload, rec.value),
                 partition=rec.partition,
                 offset=rec.offset,
             )

@@ -19,11 +19,12 @@ from pydantic import ValidationError
 
 from registry.cards import RuleBook
 from registry.health import apply_record
+from registry.importer import conflict_reason, review_item
 from registry.imports import content_of
 from registry.residents import recompute
 from streams.guard import Guard
 from streams.scans import RawRecord
-from tracing.events import DeadLetter, HealthRecordImported, validation_errors
+from tracing.events import DeadLetter, HealthRecordImported, payload_text, validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class ResidentSinkPort(Protocol):
 
 
 class AppliedPort(Protocol):
+    async def applied(self, keys: list[str]) -> list[str | None]: ...
     async def mark_applied(self, contents: dict[str, str]) -> None: ...
+    async def queue_review(self, items: list[dict[str, object]]) -> None: ...
 
 
 class StatusUpdater:
@@ -71,15 +74,14 @@ class StatusUpdater:
             try:
                 body = orjson.loads(rec.value or b"")
             except orjson.JSONDecodeError as exc:
-                payload = (rec.value or b"")[:10_000].decode("utf-8", "replace")
-                dead.append(self._letter(f"not valid JSON: {exc}", payload, rec))
+                dead.append(self._letter(f"not valid JSON: {exc}", payload_text(rec.value), rec))
                 continue
             for item in body if isinstance(body, list) else [body]:
                 try:
                     events.append(HealthRecordImported.model_validate(item))
                 except ValidationError as exc:
                     errors = validation_errors(exc)
-                    payload = orjson.dumps(item).decode()[:10_000]
+                    payload = payload_text(item, rec.value)
                     dead.append(self._letter("; ".join(errors), payload, rec))
         return events, dead
 
@@ -99,9 +101,17 @@ class StatusUpdater:
         by_person: dict[str, list[HealthRecordImported]] = defaultdict(list)
         for e in events:
             by_person[e.person_id].append(e)
-        known = await self.guard.retry(
-            "registry read", lambda: self.residents.get_many(list(by_person))
-        )
+        try:
+            known = await self.guard.retry(
+                "registry read", lambda: self.residents.get_many(list(by_person))
+            )
+        except Exception as exc:  # refused, not away: the batch is dead-lettered, not lost
+            reason = f"registry read refused: {type(exc).__name__}: {exc}"
+            dead.extend(
+                self._letter(reason, e.model_dump_json()) for es in by_person.values() for e in es
+            )
+            await self.guard.bury(dead)
+            return 0
         for pid, fields in zip(list(by_person), known, strict=True):
             if fields is None:
                 dead.extend(
@@ -127,25 +137,42 @@ class StatusUpdater:
         self, pids: Sequence[str], by_person: dict[str, list[HealthRecordImported]]
     ) -> int:
         current = await self.residents.get_many(pids)
+        keys = [e.record_id for pid in pids for e in by_person[pid]]
+        known = dict(zip(keys, await self.applied.applied(keys), strict=True))
         now = self.clock()
         updates: dict[str, dict[str, str]] = {}
         rows: list[dict[str, str]] = []
+        facts: list[HealthRecordImported] = []
+        reviews: list[dict[str, object]] = []
         for pid, fields in zip(pids, current, strict=True):
             if fields is None:
                 raise LookupError(f"person {pid[:3]}… left the registry during the update")
             merged = dict(fields)
             for e in by_person[pid]:
+                content = content_of(e.kind, e.record)
+                before = known.get(e.record_id)
+                if before is not None and before != content and not e.supersedes:
+                    # Two sources disagree on one fact, and neither was applied when the
+                    # other was imported: the later one waits for a steward, never lost.
+                    reason = conflict_reason(e.kind, before, content) + " (found when applying)"
+                    reviews.append(
+                        review_item(e.model_dump(mode="json"), reason, conflicts_with=before)
+                    )
+                    continue
                 merged.update(apply_record(merged, e.kind, e.record, replace=e.supersedes))
+                known[e.record_id] = content
+                facts.append(e)
             merged.update(recompute(merged, self.rules, now))
             change = {k: v for k, v in merged.items() if fields.get(k) != v}
             if set(change) - {"updated_at"}:
                 updates[pid] = change
                 rows.append({**merged, "source": by_person[pid][-1].kind})
-        facts = [e for pid in pids for e in by_person[pid]]
         # ClickHouse first (history, idempotent by record), Redis next, the ledger last: a
         # crash anywhere replays the batch, and every step converges on replay.
         await self.sink.upsert(rows, facts)
         if updates:
             await self.residents.update_many(updates)
         await self.applied.mark_applied({e.record_id: content_of(e.kind, e.record) for e in facts})
+        if reviews:
+            await self.applied.queue_review(reviews)
         return len(updates)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
 )
 
 from registry.errors import quote
@@ -137,8 +139,23 @@ class ExposureFlagged(BaseModel):
     withdrawn: bool = False
 
 
+DEAD_PAYLOAD_LIMIT = 10_000
+
+
+def payload_text(value: object, raw: bytes | None = None) -> str:
+    """A dead letter's payload: the value as JSON, or (when it cannot be written back, e.g.
+    nested deeper than orjson writes) the raw record's bytes; never more than the limit."""
+    if isinstance(value, bytes):
+        return value[:DEAD_PAYLOAD_LIMIT].decode("utf-8", "replace")
+    try:
+        return orjson.dumps(value, default=str)[:DEAD_PAYLOAD_LIMIT].decode("utf-8", "replace")
+    except (TypeError, ValueError, RecursionError):
+        return (raw or b"")[:DEAD_PAYLOAD_LIMIT].decode("utf-8", "replace")
+
+
 class DeadLetter(BaseModel):
-    """A record we could not process, kept with the reason so nothing is silently lost."""
+    """A record we could not process, kept with the reason so nothing is silently lost.
+    Bounded, so a dead letter itself is never too large for its topic."""
 
     topic: str
     reason: str
@@ -146,6 +163,11 @@ class DeadLetter(BaseModel):
     partition: int | None = None
     offset: int | None = None
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("reason", "payload")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        return value[:DEAD_PAYLOAD_LIMIT]
 
 
 class HealthRecordImported(BaseModel):

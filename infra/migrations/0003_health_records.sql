@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS {db}.health_records
 (
     person_key   String,
-    record_id    String,
+    record_id    String,   -- keyed hash of the natural key (never the plain one)
     kind         LowCardinality(String),
     record       String,
     supersedes   UInt8,

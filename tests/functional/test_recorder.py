@@ -167,3 +167,11 @@ def test_batches_are_bounded_in_bytes() -> None:
     parts = list(bounded(recs, 1000))
     assert [len(p) for p in parts] == [2, 2, 2, 2, 2]
     assert [len(p) for p in bounded([RawRecord(b"y" * 5000)], 1000)] == [1]
+
+
+async def test_records_nested_deeper_than_json_writes_are_dead_lettered() -> None:
+    r, _index, _, dead = recorder()
+    deep = b'{"scan_id": ' + b"[" * 300 + b"]" * 300 + b"}"
+    result = await r.record([*records(2), RawRecord(deep)])
+    assert result.recorded == 2 and len(dead.letters) == 1
+    assert dead.letters[0].payload.startswith('{"scan_id": [[[')

@@ -201,3 +201,51 @@ async def test_unknown_people_and_garbage_go_to_dead_letters() -> None:
     n = await w.updater.apply([RawRecord(b"{oops"), RawRecord(orjson.dumps([event]))])
     assert n == 0 and len(w.dead.letters) == 2
     assert "not in the registry" in w.dead.letters[1].reason
+
+
+async def test_two_sources_disagreeing_before_either_applied_keep_both() -> None:
+    w = World()
+    await w.run("001090123456,Nguyễn Văn An,1990-03-15,2,AstraZeneca,2021-09-01,A\n")
+    await w.run("001090123456,Nguyễn Văn An,1990-03-15,2,Pfizer,2021-09-03,B\n")  # matched too
+    await w.apply_sent()
+    doses = orjson.loads(w.registry.rows["001090123456"]["doses"])
+    assert doses == [["2021-09-01", "AstraZeneca", 2]]
+    (item,) = w.ledger.review.values()  # the second waits for a steward, not lost
+    assert "found when applying" in item["reason"] and item["event"]["supersedes"] is True
+    assert item["conflicts_with"]["vaccine"] == "AstraZeneca"
+    assert len(w.sink.facts) == 1  # the history holds only what was applied
+
+
+async def test_a_corrected_test_result_clears_the_one_it_supersedes() -> None:
+    w = World()
+    header = "person_id,name,dob,result,test_type,sampled_at\n"
+    row = "001090123456,Nguyễn Văn An,1990-03-15,{r},PCR,2021-11-01T08:00:00+07:00\n"
+    for result in ("positive", "negative"):
+        h, rows = table_from_bytes((header + row.format(r=result)).encode(), "t.csv")
+        await Importer(w.registry, w.ledger, w.records).run("test-results", h, rows, "t")
+        await w.apply_sent()
+    assert w.registry.rows["001090123456"]["f0_since"]  # the positive stands...
+    (item,) = w.ledger.review.values()  # ...until a steward accepts the correction
+    await decide_review(w.ledger, w.records, w.registry, str(item["review_id"]), True)
+    await w.apply_sent()
+    assert w.registry.rows["001090123456"]["f0_since"] == ""
+    assert w.registry.rows["001090123456"]["neg_test_at"]
+
+
+async def test_records_nested_too_deep_to_write_back_are_dead_lettered() -> None:
+    w = World()
+    deep = b'{"record_id": ' + b"[" * 300 + b"]" * 300 + b"}"
+    n = await w.updater.apply([RawRecord(deep)])
+    assert n == 0 and len(w.dead.letters) == 1 and w.dead.letters[0].payload.startswith("{")
+
+
+async def test_a_refused_registry_read_dead_letters_the_batch() -> None:
+    w = World()
+    await w.run("001090123456,Nguyễn Văn An,1990-03-15,1,AZ,2021-07-01,TYT\n")
+
+    async def refuse(ids):  # type: ignore[no-untyped-def]
+        raise ValueError("NOPERM this user has no permissions")
+
+    w.registry.get_many = refuse  # type: ignore[method-assign]
+    assert await w.updater.apply([RawRecord(orjson.dumps([e])) for e in w.records.sent]) == 0
+    assert len(w.dead.letters) == 1 and "NOPERM" in w.dead.letters[0].reason
