@@ -5,11 +5,12 @@ it; an API process without ClickHouse forwards them there, unchanged."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.asgi import answer, read_body
+from api.asgi import answer
 
 # (method, path) served by the store's owner.
 STORE_ROUTES: tuple[tuple[str, str], ...] = (
@@ -17,6 +18,7 @@ STORE_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", r"/v1/quality"),
     ("GET", r"/v1/audit"),
     ("POST", r"/v1/admin/rebuild"),
+    ("POST", r"/v1/imports/[^/]+"),  # CPU-heavy: off the process answering the gates
     ("POST", r"/v1/checkpoints"),
     ("PUT", r"/v1/checkpoints/[^/]+"),
 )
@@ -38,7 +40,16 @@ class StoreProxy:
         if scope["type"] != "http" or not self._forwarded(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        body = await read_body(receive)
+
+        async def body() -> AsyncIterator[bytes]:  # streamed on: an upload is never held
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                yield message.get("body", b"")
+                if not message.get("more_body"):
+                    return
+
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
         # The raw (still percent-encoded) path: forwarded exactly as the client sent it.
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -47,7 +58,7 @@ class StoreProxy:
                 scope["method"],
                 raw_path,
                 params=scope.get("query_string", b"").decode("latin-1"),
-                content=body,
+                content=body(),
                 headers=headers,
             )
         except httpx.InvalidURL:

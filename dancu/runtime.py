@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -132,14 +133,28 @@ def start_store_process(settings: Settings) -> subprocess.Popen[bytes]:
         "DANCU_API_HOST": "127.0.0.1",
     }
     env.pop("DANCU_STORE_URL", None)
-    log = open(logs / "store.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "dancu", "up", "--role", "store", "--no-services", "--no-simulate"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
-    )
+    command = [sys.executable, "-m", "dancu", "up", "--role", "store", "--no-services"]
+    with open(logs / "store.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [*command, "--no-simulate"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # before any thread exists in this process
+        )
+
+
+def watch_store(proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
+    """If the store's process dies on its own, this one stops too, instead of
+    answering gates while scans pile up unprocessed."""
+
+    def watch() -> None:
+        code = proc.wait()
+        if not stopping.is_set():
+            console.print(f"[red]the store's process exited ({code}); stopping[/red]")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="store-watch", daemon=True).start()
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -162,12 +177,15 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     if options.role != "all":
         return _serve(settings, options)
     store = start_store_process(settings)
+    stopping = threading.Event()
+    watch_store(store, stopping)
     try:
         api_settings = settings.model_copy(
             update={"store_url": f"http://127.0.0.1:{settings.store_port}"}
         )
         return _serve(api_settings, options)
     finally:
+        stopping.set()
         stop_process(store)
 
 

@@ -28,7 +28,7 @@ _REDIS_TRANSIENT = (
 )
 # ClickHouse server codes that mean "not now" rather than "not this data": memory limit,
 # too many queries or parts, timeouts, network, a replica being unavailable.
-_CH_TRANSIENT_CODES = {159, 164, 202, 209, 210, 241, 242, 319, 425, 999, 1002}
+_CH_TRANSIENT_CODES = {159, 164, 202, 209, 210, 241, 242, 243, 319, 425, 999, 1002}
 _CH_CODE = re.compile(r"Code: (\d+)")
 
 
@@ -36,7 +36,9 @@ def is_transient(exc: BaseException) -> bool:
     """True when retrying the same write later can succeed without changing the data."""
     if isinstance(exc, _REDIS_TRANSIENT):
         return True
-    if isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("LOADING"):
+    if isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(
+        ("LOADING", "MISCONF", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
+    ):
         return True
     if isinstance(exc, kafka_errors.KafkaError):
         return bool(getattr(exc, "retriable", False)) or isinstance(

@@ -131,6 +131,9 @@ class KafkaLag:
         await asyncio.wait_for(self._admin.describe_cluster(), 3.0)
 
 
+MESSAGE_BYTES = 1 << 20
+
+
 class KafkaHealthRecords:
     """The health-record sink on Kafka ``health-records``: one message per person (a JSON
     array of that person's records, in file order), keyed by ``person_id``, so one
@@ -142,11 +145,21 @@ class KafkaHealthRecords:
         self.topic = settings.topic(topics.HEALTH_RECORDS)
 
     async def send(self, events: list[dict[str, object]]) -> None:
-        by_person: dict[str, list[dict[str, object]]] = defaultdict(list)
+        by_person: dict[str, list[bytes]] = defaultdict(list)
         for e in events:
-            by_person[str(e["person_id"])].append(e)
-        futures = [
-            await self.producer.send(self.topic, orjson.dumps(chunk), key=person.encode())
-            for person, chunk in by_person.items()
-        ]
+            by_person[str(e["person_id"])].append(orjson.dumps(e))
+        futures = []
+        for person, encoded in by_person.items():
+            # Messages of at most ~1 MiB, in order, same key: one person's many records
+            # (long declarations) never exceed the broker's limit.
+            part: list[bytes] = []
+            size = 0
+            for item in [*encoded, None]:
+                if item is None or (part and size + len(item) > MESSAGE_BYTES):
+                    value = b"[" + b",".join(part) + b"]"
+                    futures.append(await self.producer.send(self.topic, value, key=person.encode()))
+                    part, size = [], 0
+                if item is not None:
+                    part.append(item)
+                    size += len(item) + 1
         await asyncio.gather(*futures)

@@ -30,10 +30,11 @@ async def rebuild_visit_index(
         chunk = await asyncio.to_thread(next, chunks, None)
         if chunk is None:
             break
-        await index.add(chunk, count=False)
+        # Counted like live scans: only marks that were missing grow the counters, so a
+        # rebuild over a live index adds nothing and after a loss restores the count.
+        await index.add(chunk, count=True)
         restored += len(chunk)
         progress(restored)
-    await index.r.set(f"{index.p}stats:processed", restored)
     return restored
 
 

@@ -27,6 +27,8 @@ from tracing.visits import Visit
 
 # Dedup marks live in sorted sets (score = t_in) sharded by crc32(scan_id).
 SEEN_BUCKETS = 64
+# Visits per index script: a few milliseconds of Redis time each.
+MAX_PER_SCRIPT = 1000
 
 
 def make_redis(url: str) -> Redis:
@@ -131,6 +133,15 @@ class VisitIndex:
         return fresh
 
     async def add(self, visits: Iterable[Visit], *, count: bool = True) -> int:
+        """Index visits in slices of at most MAX_PER_SCRIPT: each slice is one atomic
+        script, so Redis never blocks other clients (gate reads) for long."""
+        batch = list(visits)
+        added = 0
+        for i in range(0, len(batch), MAX_PER_SCRIPT):
+            added += await self._add(batch[i : i + MAX_PER_SCRIPT], count=count)
+        return added
+
+    async def _add(self, visits: Sequence[Visit], *, count: bool) -> int:
         """Index visits and mark their scans seen; returns how many were new.
 
         Idempotent and convergent: members carry the scan id, and the counters grow by

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
+import time
 
 from infra.settings import Settings
 
@@ -26,8 +26,13 @@ def pseudonym_key(settings: Settings) -> bytes:
     key = secrets.token_hex(32).encode()
     try:  # O_EXCL: when two processes race, one key wins and both read it
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return Path(path).read_bytes().strip()
+    except FileExistsError:  # another process is writing it: wait for its key
+        for _ in range(100):
+            key = path.read_bytes().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} stays empty; remove it to make a new key") from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(key)
         handle.flush()

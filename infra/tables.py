@@ -135,7 +135,7 @@ def _jsonl(handle: BinaryIO, name: str) -> tuple[list[str], Rows]:
                 first = None
             break
     handle.seek(0)
-    header = list(first) if isinstance(first, dict) else []
+    header = [str(k) for k in first] if isinstance(first, dict) else []
     if not header:
         handle.close()
         raise TableError(f"{name}: the first line is not a JSON object")
@@ -156,6 +156,9 @@ def _jsonl(handle: BinaryIO, name: str) -> tuple[list[str], Rows]:
                     continue
                 if not isinstance(obj, dict):
                     yield {"__error__": "line is not a JSON object"}
+                    continue
+                if any(isinstance(v, dict | list) for v in obj.values()):
+                    yield {"__error__": "a value is an object or a list, not a plain value"}
                     continue
                 row = {str(k): None if v is None else str(v) for k, v in obj.items()}
                 problem = _too_long(row)

@@ -29,7 +29,7 @@ from registry.imports import (
 )
 from registry.matching import normalise_name, verify
 from registry.ports import HealthRecordSink, ImportLedgerPort, ResidentRegistry
-from registry.reports import ImportFailed, ImportReport, ReportBuilder
+from registry.reports import ImportFailed, ImportReport, ReportBuilder, columns_text
 
 CHUNK = 10_000
 
@@ -63,7 +63,7 @@ class Importer:
         if missing:
             raise ImportFailed(
                 f"{kind.name} needs column(s) {', '.join(missing)}; the file "
-                f"has {', '.join(header) or 'none'}"
+                f"has {columns_text(header)}"
             )
         t0 = time.perf_counter()
         build = ReportBuilder(kind.name, source, OUTCOMES, extra, self.clock())

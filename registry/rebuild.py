@@ -76,6 +76,9 @@ async def rebuild_statuses(
                     marks[record_key(kind, pid, r.record)] = content_of(r.kind, r.record)
             merged.update(recompute(merged, rules, now))
             change = {k: v for k, v in merged.items() if fields.get(k) != v}
+            for k in REPLAYED_FIELDS:  # a fact the history no longer holds is cleared
+                if fields.get(k) and k not in merged:
+                    change[k] = ""
             if change:
                 updates[pid] = change
             restored += bool(records)

@@ -12,11 +12,19 @@ from datetime import UTC, datetime
 
 import orjson
 
+from registry.errors import quote
+
 SAMPLES = 5
 
 
 class ImportFailed(ValueError):
     """The import as a whole cannot run (unknown kind, missing columns, unreadable file)."""
+
+
+def columns_text(header: list[str], limit: int = 20) -> str:
+    """A file's columns as shown in an error: at most ``limit``, each cut short."""
+    shown = ", ".join(quote(h, 40) for h in header[:limit]) or "none"
+    return shown + (f" … ({len(header)} columns)" if len(header) > limit else "")
 
 
 def new_import_id(now: datetime) -> str:
@@ -64,8 +72,10 @@ class ReportBuilder:
         now: datetime,
     ) -> None:
         self.now = now
+        # A hostile header must not bloat every report: a few names, each cut short.
+        ignored = [h[:64] for h in ignored_columns[:50]]
         self.report = ImportReport(
-            new_import_id(now), kind, source, now.isoformat(), ignored_columns=ignored_columns
+            new_import_id(now), kind, source[:200], now.isoformat(), ignored_columns=ignored
         )
         self._outcomes = outcomes
         self._counts: Counter[str] = Counter()

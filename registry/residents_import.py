@@ -13,7 +13,7 @@ from registry.cards import RuleBook
 from registry.imports import RESIDENT_COLUMNS, RowError, parse_resident
 from registry.ports import ImportLedgerPort, RegistryAnalytics, ResidentRegistry
 from registry.reference import hanoi_wards
-from registry.reports import ImportFailed, ImportReport, ReportBuilder
+from registry.reports import ImportFailed, ImportReport, ReportBuilder, columns_text
 from registry.residents import Resident, analytics_row, recompute
 
 CHUNK = 10_000
@@ -52,8 +52,7 @@ async def load_residents(
     missing = [c for c in RESIDENT_COLUMNS if c not in header]
     if missing:
         raise ImportFailed(
-            f"residents need column(s) {', '.join(missing)}; the file has "
-            f"{', '.join(header) or 'none'}"
+            f"residents need column(s) {', '.join(missing)}; the file has {columns_text(header)}"
         )
     wards = {d: {w.name for w in ws} for d, ws in hanoi_wards().items()}
     t0 = time.perf_counter()

@@ -74,7 +74,9 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         pseudonymize=clients.pseudonymize,
         topic=scans_topic.get_topic_name(),
         dwell=timedelta(minutes=settings.dwell_minutes),
-        max_age=timedelta(days=settings.visit_window_days),
+        # No age check against the worker's clock: the API refused stale scans when they
+        # arrived, and a replay under lag must give the same answers as live (event time).
+        max_age=None,
     )
 
     @app.agent(scans_topic, name="record_scans")
@@ -114,6 +116,9 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     async def forget_old_scans() -> None:
         """Trim dedup marks older than the tracing window (late scans older are refused)."""
         window = timedelta(days=settings.visit_window_days)
-        await clients.index.forget_before((datetime.now(UTC) - window).timestamp())
+        try:
+            await clients.index.forget_before((datetime.now(UTC) - window).timestamp())
+        except Exception as exc:  # a store away: the next hour tries again
+            log.warning("trimming old dedup marks failed: %s", exc)
 
     return app

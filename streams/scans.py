@@ -70,7 +70,10 @@ class BatchResult:
 
 
 def decode_scans(
-    records: Sequence[RawRecord], topic: str, now: datetime, max_age: timedelta = MAX_SCAN_AGE
+    records: Sequence[RawRecord],
+    topic: str,
+    now: datetime,
+    max_age: timedelta | None = MAX_SCAN_AGE,
 ) -> tuple[list[ScanRecorded], list[DeadLetter]]:
     """Parse raw records into scans; everything unusable becomes a dead letter with a reason."""
     scans: list[ScanRecorded] = []
@@ -119,7 +122,7 @@ class ScanRecorder:
         pseudonymize: Callable[[str], str],
         topic: str,
         dwell: timedelta = timedelta(minutes=30),
-        max_age: timedelta = MAX_SCAN_AGE,
+        max_age: timedelta | None = MAX_SCAN_AGE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.index = index

@@ -66,19 +66,20 @@ class ScanRecorded(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    scan_id: str = Field(min_length=1, max_length=128)
+    # No '|' (the index's member separator), no spaces or control characters.
+    scan_id: str = Field(min_length=1, max_length=128, pattern=r"^[^|\s\x00-\x1f]+$")
     person_id: PersonId
-    checkpoint_id: str = Field(min_length=1, max_length=128)
+    checkpoint_id: str = Field(min_length=1, max_length=128, pattern=r"^[^|\s\x00-\x1f]+$")
     ts: Timestamp
     source: Literal["gate", "self"]
     t_out: Timestamp | None = None  # a check-out, when the checkpoint records one
 
-    def check_time(self, now: datetime, max_age: timedelta = MAX_SCAN_AGE) -> None:
+    def check_time(self, now: datetime, max_age: timedelta | None = MAX_SCAN_AGE) -> None:
         """Refuse scans stamped in the future (beyond a small device clock skew) or older
         than the tracing retention, and check-outs before check-ins (or over a day later)."""
         if self.ts > now + MAX_CLOCK_SKEW:
             raise ValueError(f"ts: {self.ts.isoformat()} is in the future")
-        if self.ts < now - max_age:
+        if max_age is not None and self.ts < now - max_age:
             raise ValueError(
                 f"ts: {self.ts.isoformat()} is older than the tracing retention "
                 f"({max_age.days} days)"
@@ -93,7 +94,7 @@ def validation_errors(exc: ValidationError) -> list[str]:
 
 
 def validate_scan(
-    item: object, now: datetime, max_age: timedelta = MAX_SCAN_AGE
+    item: object, now: datetime, max_age: timedelta | None = MAX_SCAN_AGE
 ) -> tuple[ScanRecorded | None, list[str]]:
     """A scan from untrusted JSON (a device's request, a Kafka record), or why not: the
     one validation the API and the agent share."""

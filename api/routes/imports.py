@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from api.audit import audit
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from infra.tables import TableError, read_stream
@@ -77,8 +78,11 @@ async def get_import_records(
     import_id: str,
     clients: ClientsDep,
     outcome: Annotated[str | None, Query(description="only this outcome")] = None,
+    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
+    x_purpose: Annotated[str, Header(max_length=200)] = "import records",
 ) -> StreamingResponse:
-    """One JSON line per input row: {"row", "outcome", "reason", "person_id"}."""
+    """One JSON line per input row: {"row", "outcome", "reason", "person_id"} (audited:
+    the lines carry ID numbers)."""
     try:
         path = clients.ledger.records_path(import_id)
     except KeyError:
@@ -89,6 +93,7 @@ async def get_import_records(
     if outcome is not None and outcome not in known:
         raise BadInput(f"outcome must be one of {', '.join(known)}; got {quote(outcome)}")
     wanted = f'"outcome":"{outcome}"'.encode() if outcome else None
+    await audit(clients, x_actor, "import-records", import_id, x_purpose, person=False)
 
     def lines() -> Iterator[bytes]:
         with open(path, "rb") as handle:
@@ -101,17 +106,29 @@ async def get_import_records(
 
 class ReviewDecision(BaseModel):
     decision: Literal["accept", "reject"]
-    note: str = ""
+    note: str = Field(default="", max_length=1000)
 
 
 @router.get("/review")
-async def review_queue(clients: ClientsDep, limit: int = 100) -> list[dict[str, Any]]:
-    """Mismatched records waiting for a data steward (ID found, name/DOB disagree)."""
-    return await clients.ledger.review_items(limit)
+async def review_queue(
+    clients: ClientsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
+    x_purpose: Annotated[str, Header(max_length=200)] = "review",
+) -> list[dict[str, Any]]:
+    """Mismatched records waiting for a data steward (names, birth dates, IDs: audited)."""
+    items = await clients.ledger.review_items(limit)
+    await audit(clients, x_actor, "review-list", f"{len(items)} items", x_purpose, person=False)
+    return items
 
 
 @router.post("/review/{review_id}")
-async def decide(review_id: str, body: ReviewDecision, clients: ClientsDep) -> dict[str, Any]:
+async def decide(
+    review_id: str,
+    body: ReviewDecision,
+    clients: ClientsDep,
+    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
+) -> dict[str, Any]:
     item = await decide_review(
         clients.ledger,
         clients.health_records,
@@ -121,6 +138,8 @@ async def decide(review_id: str, body: ReviewDecision, clients: ClientsDep) -> d
     )
     if item is None:
         raise NotFound(f"no review item {quote(review_id)}")
+    note = f"{body.decision}: {body.note}"[:200]
+    await audit(clients, x_actor, "review-decision", str(item["event"]["person_id"]), note)
     return {
         "review_id": review_id,
         "decision": body.decision,

@@ -55,8 +55,8 @@ def parse_scans(
         scan, errors = validate_scan(item, now, max_age)
         if scan is None:
             sid = item.get("scan_id") if isinstance(item, dict) else None
-            # Only a short prefix of a bad scan_id is echoed back.
-            echo = str(sid)[:64] if sid else None
+            # Only a short prefix of a bad scan_id is echoed back, and only a plain value.
+            echo = str(sid)[:64] if isinstance(sid, str | int) and sid != "" else None
             bad.append(ScanRejected(index=i, scan_id=echo, errors=errors))
         else:
             good.append(scan)
