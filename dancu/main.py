@@ -152,6 +152,9 @@ def up(
             "seconds": round(summary.seconds, 1),
         }
         out.print_json(json.dumps(result))
+        if simulate and summary.produced == 0:
+            err.print("[red]error: the simulator produced no scan (see the messages above)[/red]")
+            raise typer.Exit(1)
         if summary.lag != 0 or (simulate and summary.processed < summary.produced):
             err.print("[yellow]warning: not every produced scan was processed before exit[/yellow]")
             raise typer.Exit(1)

@@ -75,7 +75,11 @@ def simulator_and_timer(
         async def start_sim() -> None:
             await asyncio.sleep(0.5)  # let uvicorn bind before the devices post
             assert sim is not None
-            await sim.run(stop)
+            try:
+                await sim.run(stop)
+            except Exception as exc:  # say so: a silent simulator looks like a dead platform
+                console.print(f"[red]the traffic simulator stopped: {exc}[/red]")
+                raise
 
         if sim is not None:
             sim_task = asyncio.create_task(start_sim())

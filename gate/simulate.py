@@ -71,8 +71,7 @@ class TrafficSimulator:
 
     async def run(self, stop: asyncio.Event, tick: float = 0.25) -> SimulatorStats:
         async with httpx.AsyncClient(base_url=self.api_url, timeout=10.0) as http:
-            r = await http.post("/v1/checkpoints", json=self.checkpoints)
-            r.raise_for_status()
+            await self._register(http, stop)
             carry = 0.0
             while not stop.is_set():
                 carry += self.rate * tick
@@ -97,6 +96,21 @@ class TrafficSimulator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), tick)
         return self.stats
+
+    async def _register(self, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Register the simulated checkpoints, waiting while the store's process starts."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                r = await http.post("/v1/checkpoints", json=self.checkpoints)
+                if r.status_code in (200, 201):
+                    return
+                if r.status_code < 500:
+                    raise RuntimeError(f"checkpoints refused: {r.status_code} {r.text[:300]}")
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _post(self, http: httpx.AsyncClient, batch: list[dict[str, object]]) -> None:
         try:
