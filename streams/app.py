@@ -7,6 +7,7 @@ crash replays at most the unfinished batch, which the recorder treats idempotent
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +35,14 @@ class FaustDeadLetters:
         for f in futures:
             await f
         log.warning("%d record(s) sent to the dead-letter topic", len(letters))
+
+
+def _abandon(step: str) -> None:
+    """Stopped mid-batch while waiting on a store: exit at once, uncommitted, so the batch
+    is replayed on restart instead of acknowledged undone."""
+    log.critical("stopped while %s was still failing: exiting uncommitted", step)
+    logging.shutdown()
+    os._exit(75)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -65,7 +74,7 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         settings.topic(topics.SCANS), value_serializer="raw", key_serializer="raw"
     )
     dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
-    guard = Guard(FaustDeadLetters(dead_topic), clients.health)
+    guard = Guard(FaustDeadLetters(dead_topic), clients.health, abandon=_abandon)
     recorder = ScanRecorder(
         index=clients.index,
         sink=ClickHouseVisitSink(clients.clickhouse),

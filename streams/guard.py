@@ -37,9 +37,21 @@ class Guard:
     retry_delay: float = 0.5
     max_delay: float = 10.0
     transient: Callable[[BaseException], bool] = is_transient
+    # Called when the worker is stopped while a step still waits on a store: Faust would
+    # acknowledge (and commit) the unfinished batch on the way out, so the Faust wiring
+    # ends the process instead, and the batch is replayed on restart.
+    abandon: Callable[[str], None] = lambda step: None
 
     async def retry(self, step: str, action: Callable[[], Awaitable[R]]) -> R:
         """Run ``action`` until it succeeds or fails permanently (then raise)."""
+        try:
+            return await self._retry(step, action)
+        except asyncio.CancelledError:
+            if step in self.health.failing:
+                self.abandon(step)
+            raise
+
+    async def _retry(self, step: str, action: Callable[[], Awaitable[R]]) -> R:
         delay = self.retry_delay
         while True:
             try:
@@ -63,19 +75,10 @@ class Guard:
         in size, so none is refused for its data); a stall is better than a loss."""
         if not letters:
             return
-        delay = self.retry_delay
-        while True:
-            try:
-                await self.dead_letters.send(letters)
-                self.health.ok("dead-letter send")
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.health.fail("dead-letter send", exc)
-                log.error("dead-letter send failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_delay)
+        always = Guard(self.dead_letters, self.health, self.retry_delay, self.max_delay)
+        always.transient = lambda exc: True
+        always.abandon = self.abandon
+        await always.retry("dead-letter send", lambda: self.dead_letters.send(letters))
 
     async def write_each(
         self,

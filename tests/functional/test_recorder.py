@@ -175,3 +175,19 @@ async def test_records_nested_deeper_than_json_writes_are_dead_lettered() -> Non
     result = await r.record([*records(2), RawRecord(deep)])
     assert result.recorded == 2 and len(dead.letters) == 1
     assert dead.letters[0].payload.startswith('{"scan_id": [[[')
+
+
+async def test_stopping_while_a_store_is_away_abandons_instead_of_acknowledging() -> None:
+    import asyncio
+
+    abandoned: list[str] = []
+    faults = Faults()
+    faults.plan("sink", "before", ConnectionError("ClickHouse unreachable"), times=1000)
+    r, _, sink, _ = recorder(faults=faults)
+    r.guard.abandon = abandoned.append
+    task = asyncio.create_task(r.record(records(5)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert abandoned == ["ClickHouse insert"] and sink.rows == []
