@@ -15,7 +15,8 @@ import time
 import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -81,6 +82,21 @@ if count == 1 and added > 0 then
 end
 return added
 """
+
+
+# A check-out is at most a day after the check-in (tracing.events.ScanRecorded).
+MAX_VISIT = timedelta(days=1)
+
+
+def _visit(scan_id: str, person_key: str, checkpoint_id: str, t_in: float, t_out: str) -> Visit:
+    return Visit(
+        scan_id,
+        person_key,
+        checkpoint_id,
+        datetime.fromtimestamp(t_in, UTC),
+        datetime.fromtimestamp(int(t_out), UTC),
+        "",
+    )
 
 
 def sync_twin(redis: Redis) -> SyncRedis:
@@ -175,6 +191,26 @@ class VisitIndex:
 
     def close_sync(self) -> None:
         self._sync.close()
+
+    async def _range(self, key: str, start: datetime, end: datetime) -> list[list[str]]:
+        """[parts of the member..., t_in] of a key's visits that may overlap [start, end]:
+        a visit lasts at most a day, so it began no earlier than a day before ``start``."""
+        rows = await self.r.zrangebyscore(
+            key, (start - MAX_VISIT).timestamp(), end.timestamp(), withscores=True
+        )
+        return [[*str(m).rsplit("|", 2), str(score)] for m, score in cast(list[Any], rows)]
+
+    async def visits_of(self, person_key: str, start: datetime, end: datetime) -> list[Visit]:
+        """A person's indexed visits that overlap [start, end] (hot window)."""
+        rows = await self._range(self._person(person_key), start, end)
+        visits = [_visit(s, person_key, cp, float(t_in), t_out) for s, cp, t_out, t_in in rows]
+        return [v for v in visits if v.t_out > start]
+
+    async def visits_at(self, checkpoint_id: str, start: datetime, end: datetime) -> list[Visit]:
+        """The indexed visits at a checkpoint that overlap [start, end] (hot window)."""
+        rows = await self._range(self._checkpoint(checkpoint_id), start, end)
+        visits = [_visit(s, pk, checkpoint_id, float(t_in), t_out) for s, pk, t_out, t_in in rows]
+        return [v for v in visits if v.t_out > start]
 
     async def forget_before(self, cutoff: float) -> None:
         """Drop dedup marks older than the tracing window (called periodically)."""
