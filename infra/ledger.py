@@ -1,5 +1,5 @@
 """The import ledger on Redis and the data directory: reports, per-row outcome files,
-duplicate fingerprints, the review queue and source freshness (the adapter behind
+the applied marks of natural keys, the review queue and source freshness (the adapter behind
 :class:`registry.ports.ImportLedgerPort`)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _IMPORT_ID = re.compile(r"imp-[0-9]{14}-[0-9a-f]{6}")
 
 class ImportLedger:
     """Where imports leave their trace: reports and outcomes (data dir + Redis), duplicate
-    fingerprints and the review queue (Redis), source freshness (Redis)."""
+    applied marks and the review queue (Redis), source freshness (Redis)."""
 
     def __init__(self, redis: Redis, prefix: str, data_dir: Path) -> None:
         self.r = redis

@@ -28,7 +28,7 @@ class RecordWriter(Protocol):
 
 
 class ImportLedgerPort(Protocol):
-    """Where imports leave their trace: reports, per-row outcomes, duplicate fingerprints,
+    """Where imports leave their trace: reports, per-row outcomes, applied marks,
     the review queue and source freshness."""
 
     def records_writer(self, import_id: str) -> AbstractContextManager[RecordWriter]: ...

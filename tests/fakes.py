@@ -153,7 +153,7 @@ class MemoryCheckpoints:
 
 
 class MemoryLedger:
-    """The import ledger port: reports, outcome lines, fingerprints, review queue."""
+    """The import ledger port: reports, outcome lines, applied marks, review queue."""
 
     def __init__(self, faults: Faults = NO_FAULTS) -> None:
         self.faults = faults
