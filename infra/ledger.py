@@ -19,7 +19,7 @@ _IMPORT_ID = re.compile(r"imp-[0-9]{14}-[0-9a-f]{6}")
 
 
 class ImportLedger:
-    """Where imports leave their trace: reports and outcomes (data dir + Redis), duplicate
+    """Where imports leave their trace: reports and outcomes (data dir + Redis), the
     applied marks and the review queue (Redis), source freshness (Redis)."""
 
     def __init__(self, redis: Redis, prefix: str, data_dir: Path) -> None:
