@@ -26,6 +26,7 @@ from api.routes import (
     residents,
     scans,
     stats,
+    tracing,
 )
 from infra.clickhouse import ClickHouse
 from infra.clients import Clients
@@ -70,7 +71,18 @@ def create_app(
     app.add_middleware(GateFastPath)
     app.add_middleware(BodyLimit)
     app.add_middleware(ServerTiming)
-    for module in (health, scans, stats, checkpoints, admin, audit, imports, residents, quality):
+    for module in (
+        health,
+        scans,
+        stats,
+        checkpoints,
+        admin,
+        audit,
+        imports,
+        residents,
+        quality,
+        tracing,
+    ):
         app.include_router(module.router)
 
     page = resources.files("api").joinpath("static", "dashboard.html").read_text("utf-8")

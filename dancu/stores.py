@@ -40,7 +40,8 @@ async def open_stores(
     async with AsyncExitStack() as stack:
         redis = make_redis(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        residents = ResidentStore(redis, settings.redis_prefix)
+        pseudonymize = Pseudonymizer(pseudonym_key(settings))
+        residents = ResidentStore(redis, settings.redis_prefix, pseudonymize)
         stack.callback(residents.close_sync)
         index = VisitIndex(redis, settings.redis_prefix, timedelta(days=settings.visit_window_days))
         stack.callback(index.close_sync)
@@ -50,7 +51,7 @@ async def open_stores(
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
             places=CheckpointDirectory(redis, settings.redis_prefix),
             index=index,
-            pseudonymize=Pseudonymizer(pseudonym_key(settings)),
+            pseudonymize=pseudonymize,
         )
         if clickhouse:
             ch = ClickHouse(settings.clickhouse_url, settings.clickhouse.database)

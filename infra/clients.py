@@ -21,11 +21,66 @@ from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
 from infra.residents import ClickHouseRegistry, ResidentStore
 from infra.secrets import pseudonym_key
 from infra.settings import Settings
+from infra.tracing_store import ClickHouseCandidates, TieredCandidates, TracingStore
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
 from registry.residents import IDENTITY_FIELDS, analytics_row
-from tracing.events import HealthRecordImported
+from tracing.events import ExposureFlagged, HealthRecordImported
+from tracing.rules import ExposureRuleBook, load_exposure_rules
 from tracing.visits import Visit
+
+EXPOSURE_COLUMNS = [
+    "exposure_id",
+    "report_id",
+    "person_key",
+    "tier",
+    "via_key",
+    "reason",
+    "checkpoint_id",
+    "district",
+    "overlap_start",
+    "overlap_end",
+    "overlap_minutes",
+    "rule_version",
+    "flagged_at",
+    "withdrawn",
+    "version",
+]
+
+
+class ClickHouseExposureSink:
+    """The ``exposures`` table (pseudonymous), fed from the ``exposures`` topic."""
+
+    def __init__(self, clickhouse: ClickHouse) -> None:
+        self.ch = clickhouse
+
+    def _insert(self, events: Sequence[ExposureFlagged]) -> None:
+        rows = [
+            [
+                e.exposure_id,
+                e.report_id,
+                e.person_key,
+                e.tier,
+                e.via_key,
+                e.reason,
+                e.checkpoint_id or "",
+                e.district,
+                e.overlap_start,
+                e.overlap_end,
+                e.overlap_minutes,
+                e.rule_version,
+                e.flagged_at,
+                int(e.withdrawn),
+                e.version,
+            ]
+            for e in events
+        ]
+        ch = self.ch
+        ch.call(lambda c: c.insert(f"{ch.db}.exposures", rows, column_names=EXPOSURE_COLUMNS))
+
+    async def insert(self, events: Sequence[ExposureFlagged]) -> None:
+        if events:
+            await asyncio.to_thread(self._insert, events)
 
 
 class ClickHouseVisitSink:
@@ -86,6 +141,9 @@ class Clients:
     rules: RuleBook
     health: AgentHealth
     audit: AuditDrain
+    tracing: TracingStore
+    candidates: TieredCandidates
+    exposure_rules: ExposureRuleBook
     owns_store: bool = True  # False in an API process that forwards analytics to the store
 
     @classmethod
@@ -102,24 +160,31 @@ class Clients:
         await producer.start()
         lag = KafkaLag(settings)
         await lag.start()
+        pseudonymize = Pseudonymizer(pseudonym_key(settings))
+        window = timedelta(days=settings.visit_window_days)
+        index = VisitIndex(redis, settings.redis_prefix, window)
         return cls(
             settings=settings,
             redis=redis,
             clickhouse=ch,
             producer=producer,
             lag=lag,
-            index=VisitIndex(
-                redis, settings.redis_prefix, timedelta(days=settings.visit_window_days)
-            ),
+            index=index,
             checkpoints=CheckpointDirectory(redis, settings.redis_prefix),
-            pseudonymize=Pseudonymizer(pseudonym_key(settings)),
-            residents=ResidentStore(redis, settings.redis_prefix),
+            pseudonymize=pseudonymize,
+            residents=ResidentStore(redis, settings.redis_prefix, pseudonymize),
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
             health_records=KafkaHealthRecords(producer, settings),
             analytics=ClickHouseRegistry(ch),
             rules=load_rulebook(),
             health=AgentHealth(),
             audit=AuditDrain(redis, settings.redis_prefix, ch),
+            tracing=TracingStore(redis, settings.redis_prefix, window),
+            # Beyond the hot window only the store's owner can read ClickHouse.
+            candidates=TieredCandidates(
+                index, ClickHouseCandidates(ch) if owns_store else None, window
+            ),
+            exposure_rules=load_exposure_rules(settings.exposure_rules_file, settings.hold_above),
             owns_store=owns_store,
         )
 

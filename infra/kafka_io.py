@@ -143,6 +143,33 @@ class KafkaHealthRecords:
     def __init__(self, producer: AIOKafkaProducer, settings: Settings):
         self.producer = producer
         self.topic = settings.topic(topics.HEALTH_RECORDS)
+        self.reports = settings.topic(topics.F0_REPORTS)
+
+    async def _report_f0s(self, events: list[dict[str, object]]) -> list[asyncio.Future[object]]:
+        """The f0-positives import feeds ``f0-reports`` too (the same topic as
+        ``POST /v1/reports/f0``): one report per positive record, keyed by a report ID
+        made from the record's natural key, so a re-import re-sends the same report."""
+        futures = []
+        for e in events:
+            if e.get("kind") != "f0-positives":
+                continue
+            record = e["record"]
+            assert isinstance(record, dict)
+            report_id = f"imp-{str(e['record_id'])[:24]}"
+            body = {
+                "action": "report",
+                "report_id": report_id,
+                "person_id": e["person_id"],
+                "sample_time": record["sample_time"],
+                "symptomatic": bool(record.get("symptomatic")),
+                "onset_date": record.get("onset_date"),
+                "reported_at": record.get("reported_at") or record["sample_time"],
+                "import_id": e.get("import_id"),
+            }
+            futures.append(
+                await self.producer.send(self.reports, orjson.dumps(body), key=report_id.encode())
+            )
+        return futures
 
     async def send(self, events: list[dict[str, object]]) -> None:
         by_person: dict[str, list[bytes]] = defaultdict(list)
@@ -162,4 +189,5 @@ class KafkaHealthRecords:
                 if item is not None:
                     part.append(item)
                     size += len(item) + 1
+        futures.extend(await self._report_f0s(events))
         await asyncio.gather(*futures)

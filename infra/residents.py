@@ -4,7 +4,7 @@ ID for gate answers) and its pseudonymous copy in ClickHouse (analytics)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -30,26 +30,88 @@ CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capa
 
 class ResidentStore:
     """Residents in Redis. Bulk paths use the sync client in a worker thread: its command
-    packer is hiredis's (C), several times faster than redis.asyncio's pure-Python one."""
+    packer is hiredis's (C), several times faster than redis.asyncio's pure-Python one.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    Beside each resident's hash (``r:<id>``) it keeps what tracing needs to go from the
+    pseudonymous visit indexes back to people: ``pk:<key[:4]>`` hashes (pseudonym → ID,
+    small enough for Redis's compact encoding) and ``hh:<household_id>`` sets of IDs."""
+
+    def __init__(
+        self, redis: Redis, prefix: str, pseudonymize: Callable[[str], str] | None = None
+    ) -> None:
         self.r = redis
         self.p = prefix
+        self.pseudonymize = pseudonymize
         self._sync = sync_twin(redis)
 
     def key(self, person_id: str) -> str:
         return f"{self.p}r:{person_id}"
+
+    def _pk(self, person_key: str) -> str:
+        return f"{self.p}pk:{person_key[:4]}"
+
+    def _household(self, household_id: str) -> str:
+        return f"{self.p}hh:{household_id}"
 
     def put_many_sync(self, rows: Iterable[dict[str, str]], chunk: int = 5000) -> int:
         n = 0
         pipe = self._sync.pipeline(transaction=False)
         for row in rows:
             pipe.hset(self.key(row["id"]), mapping=row)  # type: ignore[arg-type]  # str map
+            if self.pseudonymize is not None:
+                pipe.hset(self._pk(key := self.pseudonymize(row["id"])), key, row["id"])
+            if row.get("household"):
+                pipe.sadd(self._household(row["household"]), row["id"])
             n += 1
             if n % chunk == 0:
                 pipe.execute()
         pipe.execute()
         return n
+
+    async def ids_of(self, person_keys: Sequence[str]) -> dict[str, str]:
+        """The IDs behind pseudonyms (those of people in the registry)."""
+        if not person_keys:
+            return {}
+        async with self.r.pipeline(transaction=False) as pipe:
+            for k in person_keys:
+                pipe.hget(self._pk(k), k)
+            found = await pipe.execute()
+        return {k: _s(i) for k, i in zip(person_keys, found, strict=True) if i}
+
+    async def household_of(self, person_id: str) -> list[str]:
+        """Everyone registered in the person's household (themselves included), checked
+        against each member's current household (a move leaves a stale set entry)."""
+        household = await self.r.hget(self.key(person_id), "household")  # type: ignore[misc]
+        if not household:
+            return [person_id]
+        members = sorted(_s(m) for m in await self.r.smembers(self._household(_s(household))))  # type: ignore[misc]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for m in members:
+                pipe.hget(self.key(m), "household")
+            current = await pipe.execute()
+        return [m for m, h in zip(members, current, strict=True) if h and _s(h) == _s(household)]
+
+    async def districts_of(self, ids: Sequence[str]) -> dict[str, str]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hget(self.key(i), "district")
+            found = await pipe.execute()
+        return {i: _s(d) if d else "" for i, d in zip(ids, found, strict=True)}
+
+    async def set_fields(self, changes: dict[str, dict[str, str | None]]) -> None:
+        """Set (or, for None, remove) fields of existing residents' hashes: one field per
+        report, so two reports touching one person never overwrite each other."""
+        if not changes:
+            return
+        async with self.r.pipeline(transaction=True) as pipe:
+            for person_id, fields in changes.items():
+                put = {k: v for k, v in fields.items() if v is not None}
+                drop = [k for k, v in fields.items() if v is None]
+                if put:
+                    pipe.hset(self.key(person_id), mapping=put)  # type: ignore[arg-type]
+                if drop:
+                    pipe.hdel(self.key(person_id), *drop)
+            await pipe.execute()
 
     async def put_many(self, rows: Sequence[dict[str, str]]) -> int:
         return await asyncio.to_thread(self.put_many_sync, rows)

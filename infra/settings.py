@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     # The HMAC key of pseudonyms. Unset outside production: a random key made once per
     # data directory (infra/secrets.py); never a constant in the source.
     pseudonym_secret: SecretStr | None = None
-    dwell_minutes: int = 30
+    # The exposure rulebook (versions, dwell per checkpoint type, the brake); the packaged
+    # tracing/data/exposure_rules.yaml when unset. hold_above overrides the brake's limit.
+    exposure_rules_file: Path | None = None
+    hold_above: int | None = Field(default=None, ge=0)
     visit_window_days: int = 21
     batch_size: int = 5000
     batch_seconds: float = 0.2

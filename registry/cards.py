@@ -27,6 +27,9 @@ class CardRules:
     recovered_green_days: int = 180
     negative_test_hours: int = 72
     f1_quarantine_days: int = 7
+    # An F2 is watched at home while their F1 is tested: at most this colour, this long.
+    f2_monitor_days: int = 7
+    f2_colour: Colour = "yellow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class HealthRecord:
     recovered_at: datetime | None = None
     f1_since: datetime | None = None
     negative_test_at: datetime | None = None
+    f2_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +86,24 @@ class CardStatus:
     rule_version: str = ""
 
 
+# Colours from the most restrictive up: an F2 cap lowers a colour, never raises it.
+_RANK = {"red": 0, "none": 1, "yellow": 2, "green": 3}
+
+
 def card_colour(record: HealthRecord, rules: CardRules, now: datetime) -> CardStatus:
-    """Apply one rule version to one record at one moment."""
+    """Apply one rule version to one record at one moment: the colour from the facts,
+    then, for an F2 under monitoring, capped at the rule's ``f2_colour``."""
+    base = _base_colour(record, rules, now)
+    if record.f2_since is None:
+        return base
+    until = record.f2_since + timedelta(days=rules.f2_monitor_days)
+    if now >= until or _RANK[base.colour] <= _RANK[rules.f2_colour]:
+        return base
+    reason = f"F2 under monitoring until {until.date().isoformat()}"
+    return CardStatus(rules.f2_colour, [reason, *base.reasons], rules.version)
+
+
+def _base_colour(record: HealthRecord, rules: CardRules, now: datetime) -> CardStatus:
     today = now.date()
     ready = today - timedelta(days=rules.min_days_after_dose)
     doses = sorted(record.doses)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -136,11 +136,24 @@ def _vaccination(row: dict[str, str]) -> dict[str, object]:
 
 def _f0(row: dict[str, str]) -> dict[str, object]:
     onset = row.get("onset_date", "").strip()
+    sampled = parse_time(row["sample_time"], "sample_time")
+    reported = row.get("reported_at", "").strip()
+    # Without the lab's report time: a day after the sample (the result's usual delay),
+    # or the import if sooner; written into the record, so tracing it again (a replay)
+    # gives the same window.
+    reported_at = (
+        parse_time(reported, "reported_at")
+        if reported
+        else min(sampled + timedelta(days=1), datetime.now(UTC))
+    )
+    if reported_at < sampled:
+        raise RowError("reported_at: must not be before sample_time")
     return {
         **_common(row),
-        "sample_time": parse_time(row["sample_time"], "sample_time").isoformat(),
+        "sample_time": sampled.isoformat(),
         "symptomatic": parse_bool(row.get("symptomatic", ""), "symptomatic"),
         "onset_date": parse_date(onset, "onset_date").isoformat() if onset else None,
+        "reported_at": reported_at.isoformat(),
     }
 
 
@@ -202,7 +215,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             "f0-positives",
             ("person_id", "name", "dob", "sample_time"),
-            ("symptomatic", "onset_date"),
+            ("symptomatic", "onset_date", "reported_at"),
             ("sample_time",),
             "sample_time",
             _f0,

@@ -57,14 +57,38 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def _latest(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def exposure_entries(fields: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The tracer's fields, one per report: ``x:<report_id>`` (an exposure: tier, since,
+    evidence) and ``f0:<report_id>`` (this person is that report's case)."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in fields.items():
+        if name.startswith("x:") and value:
+            out[name[2:]] = json.loads(value)
+        elif name.startswith("f0:") and value:
+            out[name[3:]] = {"tier": "F0", "since": value, "report_id": name[3:]}
+    return out
+
+
 def health_from_fields(fields: dict[str, str]) -> HealthRecord:
+    """The facts behind the card: imported records, and each report's F0 or exposure."""
     doses = tuple(date.fromisoformat(d[0]) for d in json.loads(fields.get("doses") or "[]"))
+    traced = exposure_entries(fields).values()
+
+    def since(tier: str) -> datetime | None:
+        return _latest(*(_dt(e["since"]) for e in traced if e.get("tier") == tier))
+
     return HealthRecord(
         doses=doses,
-        f0_since=_dt(fields.get("f0_since")),
+        f0_since=_latest(_dt(fields.get("f0_since")), since("F0")),
         recovered_at=_dt(fields.get("recovered_at")),
-        f1_since=_dt(fields.get("f1_since")),
+        f1_since=_latest(_dt(fields.get("f1_since")), since("F1")),
         negative_test_at=_dt(fields.get("neg_test_at")),
+        f2_since=since("F2"),
     )
 
 

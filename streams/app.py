@@ -12,14 +12,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import faust
+import orjson
+from pydantic import ValidationError
 
 from infra import topics
-from infra.clients import ClickHouseResidentSink, ClickHouseVisitSink, Clients
+from infra.clients import (
+    ClickHouseExposureSink,
+    ClickHouseResidentSink,
+    ClickHouseVisitSink,
+    Clients,
+)
 from infra.settings import Settings
 from streams.guard import Guard
 from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
-from tracing.events import DeadLetter
+from streams.tracer import Tracer
+from tracing.events import DeadLetter, ExposureFlagged, ReportStatusChanged, validation_errors
+from tracing.visits import Visit
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,49 @@ class FaustDeadLetters:
         for f in futures:
             await f
         log.warning("%d record(s) sent to the dead-letter topic", len(letters))
+
+
+class FaustTracingOut:
+    """The tracer's outputs on Faust topics: exposures keyed by person, report status
+    keyed by report, late visits back to their report on ``f0-reports``."""
+
+    def __init__(self, exposures: faust.TopicT, status: faust.TopicT, reports: faust.TopicT):
+        self.exposures_topic = exposures
+        self.status_topic = status
+        self.reports_topic = reports
+
+    @staticmethod
+    async def _all(sends: list[tuple[faust.TopicT, bytes, bytes]]) -> None:
+        futures = [await topic.send(key=key, value=value) for topic, key, value in sends]
+        for f in futures:
+            await f
+
+    async def exposures(self, events: Sequence[ExposureFlagged]) -> None:
+        await self._all(
+            [
+                (self.exposures_topic, e.person_key.encode(), e.model_dump_json().encode())
+                for e in events
+            ]
+        )
+
+    async def status(self, event: ReportStatusChanged) -> None:
+        await self._all(
+            [(self.status_topic, event.report_id.encode(), event.model_dump_json().encode())]
+        )
+
+    async def late(self, items: Sequence[tuple[str, Visit]]) -> None:
+        sends = []
+        for report_id, v in items:
+            visit = {
+                "scan_id": v.scan_id,
+                "person_key": v.person_key,
+                "checkpoint_id": v.checkpoint_id,
+                "t_in": v.t_in.isoformat(),
+                "t_out": v.t_out.isoformat(),
+            }
+            body = {"action": "late", "report_id": report_id, "visit": visit}
+            sends.append((self.reports_topic, report_id.encode(), orjson.dumps(body)))
+        await self._all(sends)
 
 
 def _abandon(step: str) -> None:
@@ -75,6 +127,24 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     )
     dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
     guard = Guard(FaustDeadLetters(dead_topic), clients.health, abandon=_abandon)
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
+
+    reports_topic = raw_topic(topics.F0_REPORTS)
+    exposures_topic = raw_topic(topics.EXPOSURES)
+    tracer = Tracer(
+        store=clients.tracing,
+        candidates=clients.candidates,
+        people=clients.residents,
+        out=FaustTracingOut(exposures_topic, raw_topic(topics.REPORT_STATUS), reports_topic),
+        guard=guard,
+        pseudonymize=clients.pseudonymize,
+        rulebook=clients.exposure_rules,
+        cards=clients.rules,
+        topic=reports_topic.get_topic_name(),
+    )
+    rulebook = clients.exposure_rules
     recorder = ScanRecorder(
         index=clients.index,
         sink=ClickHouseVisitSink(clients.clickhouse),
@@ -82,7 +152,8 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         guard=guard,
         pseudonymize=clients.pseudonymize,
         topic=scans_topic.get_topic_name(),
-        dwell=timedelta(minutes=settings.dwell_minutes),
+        dwell=lambda ts, kind: rulebook.for_(ts.date()).dwell(kind),
+        join=tracer.join,
         # No age check against the worker's clock: the API refused stale scans when they
         # arrived, and a replay under lag must give the same answers as live (event time).
         max_age=None,
@@ -120,6 +191,60 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
             batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
             for part in bounded(batch, settings.batch_max_bytes):
                 await updater.apply(part)
+
+    @app.agent(reports_topic, name="trace_exposures")
+    async def trace_exposures(stream: faust.StreamT) -> None:
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            100, within=0.01
+        )
+        async for events in batches:
+            await tracer.handle(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
+
+    exposure_sink = ClickHouseExposureSink(clients.clickhouse)
+    exposures_name = exposures_topic.get_topic_name()
+
+    def exposure_letter(item: tuple[RawRecord, object], reason: str) -> DeadLetter:
+        rec = item[0]
+        return DeadLetter(
+            topic=exposures_name,
+            reason=reason,
+            payload=(rec.value or b"")[:10_000].decode("utf-8", "replace"),
+            partition=rec.partition,
+            offset=rec.offset,
+        )
+
+    @app.agent(exposures_topic, name="store_exposures")
+    async def store_exposures(stream: faust.StreamT) -> None:
+        """The exposures topic into ClickHouse (idempotent: one row per exposure id and
+        version survives)."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            1000, within=settings.batch_seconds
+        )
+        async for events in batches:
+            good: list[tuple[RawRecord, ExposureFlagged]] = []
+            dead = []
+            for e in events:
+                rec = RawRecord(e.value, e.message.partition, e.message.offset)
+                try:
+                    good.append((rec, ExposureFlagged.model_validate_json(rec.value or b"")))
+                except ValidationError as exc:
+                    dead.append(exposure_letter((rec, None), "; ".join(validation_errors(exc))))
+            await guard.bury(dead)
+            await guard.write_each(
+                "ClickHouse exposures insert",
+                good,
+                lambda items: exposure_sink.insert([x for _, x in items]),
+                exposure_letter,
+            )
+
+    @app.timer(interval=600.0)
+    async def prune_intervals() -> None:
+        try:
+            await clients.tracing.prune()
+        except Exception as exc:  # a store away: the next round tries again
+            log.warning("pruning expired infectious intervals failed: %s", exc)
 
     @app.timer(interval=3600.0)
     async def forget_old_scans() -> None:

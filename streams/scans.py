@@ -11,7 +11,7 @@ dead-letter topic with the reason; good items around them are processed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -20,7 +20,7 @@ import orjson
 
 from streams.guard import Guard
 from tracing.events import MAX_SCAN_AGE, DeadLetter, ScanRecorded, payload_text, validate_scan
-from tracing.visits import Visit, visit_from_scan
+from tracing.visits import DEFAULT_DWELL, Visit, visit_from_scan
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,10 @@ class ScanRecorder:
         guard: Guard,
         pseudonymize: Callable[[str], str],
         topic: str,
-        dwell: timedelta = timedelta(minutes=30),
+        dwell: Callable[[datetime, str | None], timedelta] = lambda ts, kind: DEFAULT_DWELL,
         max_age: timedelta | None = MAX_SCAN_AGE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        join: Callable[[Sequence[Visit]], Awaitable[object]] | None = None,
     ) -> None:
         self.index = index
         self.sink = sink
@@ -134,6 +135,7 @@ class ScanRecorder:
         self.dwell = dwell
         self.max_age = max_age
         self.clock = clock
+        self.join = join
 
     def _letter(self, item: tuple[ScanRecorded, Visit], reason: str) -> DeadLetter:
         return DeadLetter(topic=self.topic, reason=reason, payload=item[0].model_dump_json())
@@ -156,14 +158,25 @@ class ScanRecorder:
         result.duplicates = len(scans) - len(fresh)
         if not fresh:
             return result
-        pairs = [(s, visit_from_scan(s, self.pseudonymize(s.person_id), self.dwell)) for s in fresh]
         try:
             places = await self.guard.retry(
-                "checkpoint lookup", lambda: self.places.lookup({v.checkpoint_id for _, v in pairs})
+                "checkpoint lookup", lambda: self.places.lookup({s.checkpoint_id for s in fresh})
             )
         except Exception:
             log.exception("checkpoint lookup refused; visits go without district")
             places = {}
+        # Without a check-out a visit lasts its checkpoint type's dwell (exposure rules).
+        pairs = [
+            (
+                s,
+                visit_from_scan(
+                    s,
+                    self.pseudonymize(s.person_id),
+                    self.dwell(s.ts, (places.get(s.checkpoint_id) or {}).get("type")),
+                ),
+            )
+            for s in fresh
+        ]
 
         def visits(items: Sequence[tuple[ScanRecorded, Visit]]) -> list[Visit]:
             return [v for _, v in items]
@@ -181,4 +194,13 @@ class ScanRecorder:
         )
         result.recorded = len(indexed)
         result.refused = len(pairs) - len(indexed)
+        if self.join is not None and indexed:
+            # After the index write: joined against the infectious intervals, so a late
+            # scan reaches the reports it touches (see streams.tracer). A refusal here
+            # must not lose the scans, which are recorded: it is logged loudly.
+            join = self.join
+            try:
+                await self.guard.retry("late-scan join", lambda: join(visits(indexed)))
+            except Exception:
+                log.exception("late-scan join refused for %d visit(s)", len(indexed))
         return result

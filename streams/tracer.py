@@ -1,19 +1,73 @@
-"""Gathering what a trace needs from the visit indexes (the hot window in Redis) before
-the pure rules run (:func:`tracing.exposure.trace`): the F0's visits, everyone at those
-checkpoints, the F1 candidates' own visits to the report, and everyone at theirs. The
-trace then runs in memory over exactly those visits, so it is the same whatever store
-the visits came from. (The `trace_exposures` agent that drives it is the tracing issue's.)
+"""Tracing as reports arrive (the ``trace_exposures`` agent's work).
+
+Records on ``f0-reports`` are keyed by ``report_id`` (one report's events reach one worker,
+in order) and carry an ``action``:
+
+- ``report`` / ``correct``: an F0Reported body: trace it (again), apply the difference;
+- ``withdraw``: withdraw every exposure of the report and the F0 status it set;
+- ``approve``: an official released a held report: apply it;
+- ``late``: a scan indexed after the report touched one of its infectious intervals
+  (the scan stream joined against the intervals, :meth:`Tracer.join`): extend the
+  report's exposures by that visit (:func:`tracing.exposure.extend`), or trace again when
+  the visit is the F0's own.
+
+Candidates come from the visit indexes (Redis for the hot window, ClickHouse beyond it).
+The pure rules (:mod:`tracing.exposure`) decide; this module reads, writes and emits:
+
+1. ``ExposureFlagged`` (flagged or withdrawn) on ``exposures``, keyed by person;
+2. each person's status in Redis: one field per report (``x:<report_id>``, the tier and
+   its date; ``f0:<report_id>`` for the case), so the card rulebook decides the colour
+   and a withdrawal restores exactly what only that report caused;
+3. the report's state last (status, counts, exposures): a crash anywhere replays the
+   record, and every write converges (the flags are idempotent by exposure id and
+   version).
+
+A report that would flag more than ``hold_above`` people is **held**: nothing changes in
+the residents' statuses, its preview (counts by tier and district) is published on
+``report-status``, and it waits for ``approve``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
-from tracing.exposure import Case, Exposure, ExposureRules, MemoryVisits, infectious_window, trace
+import orjson
+from pydantic import ValidationError
+
+from registry.cards import RuleBook
+from registry.residents import recompute
+from streams.guard import Guard
+from streams.scans import RawRecord
+from tracing.events import (
+    DeadLetter,
+    ExposureFlagged,
+    F0Reported,
+    ReportStatusChanged,
+    payload_text,
+    validation_errors,
+)
+from tracing.exposure import (
+    Case,
+    Exposure,
+    ExposureRules,
+    Interval,
+    MemoryVisits,
+    extend,
+    infectious_window,
+    intervals_of,
+    trace,
+)
+from tracing.reports import ReportState, counts, preview, stamp
+from tracing.rules import ExposureRuleBook
 from tracing.visits import Visit
+
+log = logging.getLogger(__name__)
+
+Infectious = tuple[str, datetime, datetime]
 
 
 class CandidatePort(Protocol):
@@ -23,31 +77,111 @@ class CandidatePort(Protocol):
     ) -> list[Visit]: ...
 
 
+class ReportStorePort(Protocol):
+    async def get(self, report_id: str) -> ReportState | None: ...
+    async def save(
+        self,
+        state: ReportState,
+        exposures: Sequence[Exposure] | None = None,
+        *,
+        pending: Sequence[Exposure] | None = None,
+        f0_visits: Sequence[Visit] | None = None,
+    ) -> None: ...
+    async def exposures(self, report_id: str) -> list[Exposure]: ...
+    async def pending(self, report_id: str) -> list[Exposure]: ...
+    async def forget_person(self, state: ReportState, person_key: str) -> None: ...
+    async def register(
+        self, report_id: str, intervals: Sequence[Interval], people: Sequence[Infectious]
+    ) -> None: ...
+    async def unregister(
+        self,
+        report_id: str,
+        keep: Sequence[Interval] = (),
+        keep_people: Sequence[Infectious] = (),
+    ) -> None: ...
+    async def touched(
+        self, visits: Sequence[Visit], rules: ExposureRules
+    ) -> list[tuple[str, Visit]]: ...
+
+
+class PeoplePort(Protocol):
+    async def ids_of(self, person_keys: Sequence[str]) -> dict[str, str]: ...
+    async def household_of(self, person_id: str) -> list[str]: ...
+    async def districts_of(self, ids: Sequence[str]) -> dict[str, str]: ...
+    async def set_fields(self, changes: dict[str, dict[str, str | None]]) -> None: ...
+    async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]: ...
+    async def update_many(self, updates: dict[str, dict[str, str]]) -> None: ...
+
+
+class TracingOutPort(Protocol):
+    async def exposures(self, events: Sequence[ExposureFlagged]) -> None: ...
+    async def status(self, event: ReportStatusChanged) -> None: ...
+    async def late(self, items: Sequence[tuple[str, Visit]]) -> None: ...
+
+
 async def _around(
     index: CandidatePort, visits: Sequence[Visit], start: datetime, end: datetime
 ) -> list[Visit]:
-    """Everyone at the checkpoints of ``visits`` during [start, end]."""
-    places = sorted({v.checkpoint_id for v in visits})
-    found = await asyncio.gather(*(index.visits_at(cp, start, end) for cp in places))
+    """Everyone at the checkpoints of ``visits`` while they were there, inside [start, end]."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for v in visits:
+        lo, hi = max(v.t_in, start), min(v.t_out, end)
+        if hi <= lo:
+            continue
+        old = spans.get(v.checkpoint_id)
+        spans[v.checkpoint_id] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
+    found = await asyncio.gather(*(index.visits_at(cp, a, b) for cp, (a, b) in spans.items()))
     return [v for group in found for v in group]
+
+
+def _unique(*groups: Iterable[Visit]) -> MemoryVisits:
+    return MemoryVisits.of({v.scan_id: v for g in groups for v in g}.values())
 
 
 async def gather_candidates(
     case: Case, index: CandidatePort, household: Iterable[str], rules: ExposureRules
 ) -> MemoryVisits:
+    """Every visit the rules can look at for one report (no joins registered)."""
+    visits, _, _ = await _gather(case, index, list(household), rules, None)
+    return visits
+
+
+async def _gather(
+    case: Case,
+    index: CandidatePort,
+    household: list[str],
+    rules: ExposureRules,
+    store: ReportStorePort | None,
+) -> tuple[MemoryVisits, list[Interval], list[Infectious]]:
+    """The F0's visits, everyone near them, the F1s' own visits and everyone near those.
+
+    With a store, the F0 and then the F1s are registered as infectious (people first,
+    then their intervals) *before* the visits around them are read: a scan indexed
+    meanwhile is either read here or joined by the scan stream (or both: the flags are
+    idempotent), never neither."""
     window = infectious_window(case, rules)
+    f0_span: Infectious = (case.person_key, window.start, window.end)
+    if store is not None:
+        await store.register(case.report_id, [], [f0_span])
     f0_visits = await index.visits_of(case.person_key, window.start, window.end)
+    stage = _unique(f0_visits)
+    f0_intervals = intervals_of(case, [], stage, rules)
+    if store is not None:
+        await store.register(case.report_id, f0_intervals, [])
     near_f0 = await _around(index, f0_visits, window.start, window.end)
-    # F1 candidates (anyone met, and the household): their visits from the window's start
-    # to the report contain every F1's own window.
-    people = sorted({v.person_key for v in near_f0} | set(household) - {case.person_key})
-    theirs = await asyncio.gather(
-        *(index.visits_of(p, window.start, case.reported_at) for p in people)
-    )
+    stage = _unique(f0_visits, near_f0)
+    f1 = [e for e in trace(case, stage, household, rules) if e.tier == "F1"]
+    f1_spans: list[Infectious] = [(e.person_key, e.overlap_start, case.reported_at) for e in f1]
+    if store is not None:
+        await store.register(case.report_id, [], f1_spans)
+    theirs = await asyncio.gather(*(index.visits_of(p, start, end) for p, start, end in f1_spans))
     f1_visits = [v for group in theirs for v in group]
+    stage = _unique(f0_visits, near_f0, f1_visits)
+    intervals = intervals_of(case, f1, stage, rules)
+    if store is not None:
+        await store.register(case.report_id, intervals, [])
     near_f1 = await _around(index, f1_visits, window.start, case.reported_at)
-    unique = {v.scan_id: v for v in [*f0_visits, *near_f0, *f1_visits, *near_f1]}
-    return MemoryVisits.of(unique.values())
+    return _unique(f0_visits, near_f0, f1_visits, near_f1), intervals, [f0_span, *f1_spans]
 
 
 async def trace_case(
@@ -56,3 +190,353 @@ async def trace_case(
     members = list(household)
     visits = await gather_candidates(case, index, members, rules)
     return trace(case, visits, members, rules)
+
+
+def flag(
+    e: Exposure, *, rules: str, flagged_at: datetime, district: str, version: int, withdrawn: bool
+) -> ExposureFlagged:
+    return ExposureFlagged(
+        exposure_id=e.exposure_id,
+        report_id=e.report_id,
+        person_key=e.person_key,
+        tier=e.tier,
+        via_key=e.via,
+        reason=e.reason,
+        checkpoint_id=e.checkpoint_id,
+        district=district,
+        overlap_start=e.overlap_start,
+        overlap_end=e.overlap_end,
+        overlap_minutes=round(e.overlap_minutes, 1),
+        rule_version=rules,
+        flagged_at=flagged_at,
+        withdrawn=withdrawn,
+        version=version,
+    )
+
+
+def status_entry(e: Exposure) -> str:
+    """A person's field for one report: the tier, and the date it counts from (the last
+    contact: quarantine runs from there)."""
+    return orjson.dumps(
+        {
+            "tier": e.tier,
+            "since": e.overlap_end.isoformat(),
+            "report_id": e.report_id,
+            "via": e.via,
+            "reason": e.reason,
+            "checkpoint_id": e.checkpoint_id,
+            "overlap_start": e.overlap_start.isoformat(),
+            "overlap_end": e.overlap_end.isoformat(),
+        }
+    ).decode()
+
+
+class Tracer:
+    def __init__(
+        self,
+        *,
+        store: ReportStorePort,
+        candidates: CandidatePort,
+        people: PeoplePort,
+        out: TracingOutPort,
+        guard: Guard,
+        pseudonymize: Callable[[str], str],
+        rulebook: ExposureRuleBook,
+        cards: RuleBook,
+        topic: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.candidates = candidates
+        self.people = people
+        self.out = out
+        self.guard = guard
+        self.pseudonymize = pseudonymize
+        self.rulebook = rulebook
+        self.cards = cards
+        self.topic = topic
+        self.clock = clock
+
+    # The scan stream's side of the join -------------------------------------------------
+    async def join(self, visits: Sequence[Visit]) -> int:
+        """Newly indexed visits against the active infectious intervals: each touch is
+        sent to its report as a ``late`` record. Called by the scan recorder after the
+        index write (so the trace's reads and this check cannot both miss a visit)."""
+        touched = await self.store.touched(visits, self.rulebook.latest())
+        if touched:
+            await self.out.late(touched)
+        return len(touched)
+
+    # The report stream ------------------------------------------------------------------
+    def _letter(self, reason: str, rec: RawRecord, item: object = None) -> DeadLetter:
+        return DeadLetter(
+            topic=self.topic,
+            reason=reason[:1000],
+            payload=payload_text(item if item is not None else rec.value, rec.value),
+            partition=rec.partition,
+            offset=rec.offset,
+        )
+
+    async def handle(self, records: Sequence[RawRecord]) -> None:
+        """Every record ends applied or dead-lettered before this returns."""
+        for rec in records:
+            try:
+                body = orjson.loads(rec.value or b"")
+            except orjson.JSONDecodeError as exc:
+                await self.guard.bury([self._letter(f"not valid JSON: {exc}", rec)])
+                continue
+            if not isinstance(body, dict):
+                reason = f"expected a JSON object, got {type(body).__name__}"
+                await self.guard.bury([self._letter(reason, rec, body)])
+                continue
+            step = f"tracing ({str(body.get('action', 'report'))[:20]})"
+            try:
+                await self.guard.retry(step, lambda b=body, r=rec: self._one(b, r))  # type: ignore[misc]
+            except ValidationError as exc:
+                await self._refuse("; ".join(validation_errors(exc)), rec, body)
+            except Exception as exc:  # refused by us or by a store: dead-lettered, not lost
+                await self._refuse(f"{type(exc).__name__}: {exc}", rec, body)
+
+    async def _refuse(self, reason: str, rec: RawRecord, body: object) -> None:
+        log.warning("f0-reports record refused: %s", reason)
+        await self.guard.bury([self._letter(reason, rec, body)])
+
+    async def _one(self, body: dict[str, object], rec: RawRecord) -> None:
+        action = body.get("action", "report")
+        if action in ("report", "correct"):
+            await self._trace(F0Reported.model_validate(body), rec, approve=False)
+            return
+        if action not in ("approve", "withdraw", "late"):
+            raise ValueError(
+                f"action: must be report, correct, withdraw, approve or late, got {action!r}"
+            )
+        report_id = body.get("report_id")
+        if not isinstance(report_id, str) or not report_id:
+            raise ValueError("report_id: required")
+        state = await self.store.get(report_id)
+        if state is None:
+            raise ValueError(f"report_id: no report {report_id!r} to {action}")
+        if state.done_with(rec.partition, rec.offset):
+            return  # replayed after it was applied
+        if action == "approve":
+            if state.status != "held":
+                log.info("approve of report %s ignored: it is %s", report_id, state.status)
+                return
+            await self._trace(state.report(), rec, approve=True)
+        elif action == "withdraw":
+            await self._withdraw(state, rec)
+        else:
+            await self._late(state, body, rec)
+
+    def _case(self, report: F0Reported) -> Case:
+        return Case(
+            report.report_id,
+            self.pseudonymize(report.person_id),
+            sample_time=report.sample_time,
+            reported_at=report.reported_at,
+            symptomatic=report.symptomatic,
+            onset=report.onset_date,
+        )
+
+    async def _trace(self, report: F0Reported, rec: RawRecord, *, approve: bool) -> None:
+        state = await self.store.get(report.report_id)
+        if state is not None and state.done_with(rec.partition, rec.offset):
+            return  # replayed after it was applied
+        case = self._case(report)
+        rules = self.rulebook.for_(report.reported_at.date())
+        new = ReportState(
+            report.report_id,
+            report.person_id,
+            case.person_key,
+            report.model_dump(mode="json"),
+            # an approval holds for corrections of the same report, not after a withdrawal
+            approved=approve
+            or (state is not None and state.approved and state.status != "withdrawn"),
+        )
+        if state is not None and state.person_key != case.person_key:
+            # A correction naming another person: the first one is no longer this F0.
+            await self.store.forget_person(new, state.person_key)
+            await self.people.set_fields({state.person_id: {f"f0:{report.report_id}": None}})
+            await self._recolour([state.person_id])
+        household = [self.pseudonymize(i) for i in await self.people.household_of(report.person_id)]
+        visits, intervals, spans = await _gather(
+            case, self.candidates, household, rules, self.store
+        )
+        exposures = trace(case, visits, household, rules)
+        await self.store.unregister(report.report_id, intervals, spans)
+        await self._settle(new, case, rules, exposures, visits, rec)
+
+    async def _settle(
+        self,
+        state: ReportState,
+        case: Case,
+        rules: ExposureRules,
+        exposures: list[Exposure],
+        visits: MemoryVisits,
+        rec: RawRecord,
+    ) -> None:
+        """Hold the report, or apply the difference from what was applied before."""
+        applied = await self.store.exposures(state.report_id)
+        window = infectious_window(case, rules)
+        state.window_start, state.window_end = window.start.isoformat(), window.end.isoformat()
+        state.rule_version = rules.version
+        state.counts = counts(exposures)
+        state.partition, state.offset = rec.partition, rec.offset
+        state.updated_at = stamp()
+        f0_visits = visits.of_person(case.person_key, window)
+        keys = sorted({e.person_key for e in [*exposures, *applied]} | {case.person_key})
+        ids = await self.people.ids_of(keys)
+        districts = await self.people.districts_of(sorted(set(ids.values())))
+        district = {k: districts.get(i, "") for k, i in ids.items()}
+        if len(exposures) > rules.hold_above and not state.approved:
+            # The brake: nothing changes for the residents until an official approves;
+            # whatever an earlier version of the report applied stays as it was.
+            state.status = "held"
+            state.preview = preview(exposures, district)
+            await self.store.save(state, pending=exposures, f0_visits=f0_visits)
+            await self.out.status(self._status_event(state))
+            log.warning(
+                "report %s held: it would flag %d people (limit %d)",
+                state.report_id,
+                len(exposures),
+                rules.hold_above,
+            )
+            return
+        changed = await self._apply(state, applied, exposures, district, ids, rec)
+        f0_id = ids.get(case.person_key)
+        if f0_id is not None:
+            await self.people.set_fields(
+                {f0_id: {f"f0:{state.report_id}": str(state.body["sample_time"])}}
+            )
+        await self._recolour([*changed, *([f0_id] if f0_id else [])])
+        state.status = "done"
+        state.preview = None
+        await self.store.save(state, exposures, f0_visits=f0_visits, pending=[])
+        await self.out.status(self._status_event(state))
+
+    async def _apply(
+        self,
+        state: ReportState,
+        before: Sequence[Exposure],
+        after: Sequence[Exposure],
+        district: dict[str, str],
+        ids: dict[str, str],
+        rec: RawRecord,
+    ) -> list[str]:
+        """Emit and apply the difference; returns the IDs whose status changed."""
+        old = {e.person_key: e for e in before}
+        new = {e.person_key: e for e in after}
+        gone = [e for k, e in old.items() if k not in new]
+        changed = [e for k, e in new.items() if old.get(k) != e]
+        flagged_at = datetime.fromisoformat(str(state.body["reported_at"]))
+        version = rec.offset if rec.offset is not None else 0
+        events = [
+            flag(
+                e,
+                rules=state.rule_version,
+                flagged_at=flagged_at,
+                district=district.get(e.person_key, ""),
+                version=version,
+                withdrawn=withdrawn,
+            )
+            for withdrawn, group in ((True, gone), (False, changed))
+            for e in group
+        ]
+        # Kafka first (the record of what was decided), then the residents' statuses.
+        if events:
+            await self.out.exposures(events)
+        fields: dict[str, dict[str, str | None]] = {}
+        for e in gone:
+            if e.person_key in ids:
+                fields[ids[e.person_key]] = {f"x:{state.report_id}": None}
+        for e in changed:
+            if e.person_key in ids:
+                fields[ids[e.person_key]] = {f"x:{state.report_id}": status_entry(e)}
+        await self.people.set_fields(fields)
+        return list(fields)
+
+    async def _recolour(self, person_ids: Sequence[str]) -> None:
+        """Refresh the cached colour (analytics); a gate check computes it afresh anyway."""
+        ids = sorted(set(person_ids))
+        if not ids:
+            return
+        now = self.clock()
+        found = await self.people.get_many(ids)
+        updates = {i: recompute(f, self.cards, now) for i, f in zip(ids, found, strict=True) if f}
+        await self.people.update_many(updates)
+
+    def _status_event(self, state: ReportState) -> ReportStatusChanged:
+        return ReportStatusChanged(
+            report_id=state.report_id,
+            status=state.status,
+            counts=state.counts,
+            preview=state.preview,
+            rule_version=state.rule_version,
+            changed_at=self.clock(),
+        )
+
+    async def _withdraw(self, state: ReportState, rec: RawRecord) -> None:
+        applied = await self.store.exposures(state.report_id)
+        ids = await self.people.ids_of(sorted({e.person_key for e in applied} | {state.person_key}))
+        changed = await self._apply(state, applied, [], {}, ids, rec)
+        if state.person_key in ids:
+            await self.people.set_fields({ids[state.person_key]: {f"f0:{state.report_id}": None}})
+            changed.append(ids[state.person_key])
+        await self._recolour(changed)
+        await self.store.unregister(state.report_id)
+        state.status = "withdrawn"
+        state.counts = {"F1": 0, "F2": 0}
+        state.preview = None
+        state.partition, state.offset = rec.partition, rec.offset
+        state.updated_at = stamp()
+        await self.store.save(state, [], pending=[])
+        await self.out.status(self._status_event(state))
+
+    async def _late(self, state: ReportState, body: dict[str, object], rec: RawRecord) -> None:
+        if state.status not in ("done", "held"):
+            return  # withdrawn, or not traced yet (its trace will read the visit)
+        raw = body.get("visit")
+        if not isinstance(raw, dict):
+            raise ValueError("visit: required for a late record")
+        visit = Visit(
+            str(raw["scan_id"]),
+            str(raw["person_key"]),
+            str(raw["checkpoint_id"]),
+            datetime.fromisoformat(str(raw["t_in"])),
+            datetime.fromisoformat(str(raw["t_out"])),
+            "",
+        )
+        report = state.report()
+        case = self._case(report)
+        if visit.person_key == case.person_key:
+            await self._trace(report, rec, approve=False)  # the F0's own visit: trace again
+            return
+        rules = self.rulebook.for_(report.reported_at.date())
+        window = infectious_window(case, rules)
+        current = (
+            await self.store.exposures(state.report_id)
+            if state.status == "done"
+            else await self.store.pending(state.report_id)
+        )
+        here = await self.candidates.visits_at(visit.checkpoint_id, visit.t_in, visit.t_out)
+        step = extend(case, current, visit, _unique([visit], here), rules)
+        own = next(
+            (e for e in step or () if e.person_key == visit.person_key and e.tier == "F1"), None
+        )
+        if step is not None and own is not None:
+            # The visit's person is F1: their F2s need everyone near their visits, and
+            # they become joinable as infectious (registered before those reads).
+            span: Infectious = (own.person_key, own.overlap_start, case.reported_at)
+            await self.store.register(state.report_id, [], [span])
+            mine = await self.candidates.visits_of(*span)
+            lookup = _unique([visit], here, mine)
+            f1_intervals = [i for i in intervals_of(case, [own], lookup, rules) if i.tier == "F1"]
+            await self.store.register(state.report_id, f1_intervals, [])
+            near = await _around(self.candidates, mine, window.start, case.reported_at)
+            step = extend(case, current, visit, _unique([visit], here, mine, near), rules)
+        if step is None or step == current:
+            state.partition, state.offset = rec.partition, rec.offset
+            await self.store.save(state)
+            return
+        f0_visits = await self.candidates.visits_of(case.person_key, window.start, window.end)
+        await self._settle(state, case, rules, step, _unique(f0_visits), rec)

@@ -276,3 +276,148 @@ class MemoryResidentSink:
         self.residents.extend(dict(r) for r in residents)
         self.facts.update({f.record_id: f for f in facts})
         self.faults.check("resident-sink", "after")
+
+
+class MemoryCandidates:
+    """The candidate-visit port over a dict of visits (async, like the Redis index)."""
+
+    def __init__(self, index: MemoryIndex) -> None:
+        self.index = index
+
+    async def visits_of(self, person_key: str, start: Any, end: Any) -> list[Visit]:
+        return [
+            v
+            for v in self.index.visits.values()
+            if v.person_key == person_key and v.t_in < end and v.t_out > start
+        ]
+
+    async def visits_at(self, checkpoint_id: str, start: Any, end: Any) -> list[Visit]:
+        return [
+            v
+            for v in self.index.visits.values()
+            if v.checkpoint_id == checkpoint_id and v.t_in < end and v.t_out > start
+        ]
+
+
+class MemoryTracingStore:
+    """Reports, their exposures and the infectious intervals, in memory."""
+
+    def __init__(self) -> None:
+        from tracing.exposure import Exposure, Interval
+        from tracing.reports import ReportState
+
+        self.states: dict[str, ReportState] = {}
+        self.applied: dict[str, list[Exposure]] = {}
+        self.held: dict[str, list[Exposure]] = {}
+        self.intervals: dict[str, set[Interval]] = defaultdict(set)
+        self.people: dict[str, set[tuple[str, Any, Any]]] = defaultdict(set)
+
+    async def get(self, report_id: str) -> Any:
+        import copy
+
+        return copy.deepcopy(self.states.get(report_id))
+
+    async def save(
+        self, state: Any, exposures: Any = None, *, pending: Any = None, f0_visits: Any = None
+    ) -> None:
+        import copy
+
+        self.states[state.report_id] = copy.deepcopy(state)
+        if exposures is not None:
+            self.applied[state.report_id] = list(exposures)
+        if pending is not None:
+            self.held[state.report_id] = list(pending)
+
+    async def exposures(self, report_id: str) -> list[Any]:
+        return list(self.applied.get(report_id, []))
+
+    async def pending(self, report_id: str) -> list[Any]:
+        return list(self.held.get(report_id, []))
+
+    async def forget_person(self, state: Any, person_key: str) -> None:
+        pass
+
+    async def register(
+        self, report_id: str, intervals: Sequence[Any], people: Sequence[Any]
+    ) -> None:
+        self.intervals[report_id].update(intervals)
+        self.people[report_id].update(people)
+
+    async def unregister(
+        self, report_id: str, keep: Sequence[Any] = (), keep_people: Sequence[Any] = ()
+    ) -> None:
+        self.intervals[report_id] &= set(keep)
+        self.people[report_id] &= set(keep_people)
+
+    async def touched(self, visits: Sequence[Visit], rules: Any) -> list[tuple[str, Visit]]:
+        out = set()
+        for v in visits:
+            for report_id, intervals in self.intervals.items():
+                if any(i.touches(v, rules) for i in intervals):
+                    out.add((report_id, v))
+            for report_id, people in self.people.items():
+                if any(p == v.person_key and v.t_in < b and v.t_out > a for p, a, b in people):
+                    out.add((report_id, v))
+        return sorted(out, key=lambda pair: (pair[0], pair[1].scan_id))
+
+
+class MemoryPeople:
+    """Residents with the tracer's fields, households and the pseudonym map."""
+
+    def __init__(self, residents: dict[str, dict[str, str]], pseudonymize: Callable[[str], str]):
+        self.residents = residents
+        self.keys = {pseudonymize(i): i for i in residents}
+
+    async def ids_of(self, person_keys: Sequence[str]) -> dict[str, str]:
+        return {k: self.keys[k] for k in person_keys if k in self.keys}
+
+    async def household_of(self, person_id: str) -> list[str]:
+        home = self.residents.get(person_id, {}).get("household")
+        if not home:
+            return [person_id]
+        return sorted(i for i, r in self.residents.items() if r.get("household") == home)
+
+    async def districts_of(self, ids: Sequence[str]) -> dict[str, str]:
+        return {i: self.residents.get(i, {}).get("district", "") for i in ids}
+
+    async def set_fields(self, changes: dict[str, dict[str, str | None]]) -> None:
+        for pid, fields in changes.items():
+            for k, val in fields.items():
+                if val is None:
+                    self.residents[pid].pop(k, None)
+                else:
+                    self.residents[pid][k] = val
+
+    async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]:
+        return [dict(self.residents[i]) if i in self.residents else None for i in ids]
+
+    async def update_many(self, updates: dict[str, dict[str, str]]) -> None:
+        for pid, fields in updates.items():
+            self.residents[pid].update(fields)
+
+
+class MemoryTracingOut:
+    """The tracer's outputs; ``late`` records are queued for the test to feed back."""
+
+    def __init__(self) -> None:
+        self.flags: list[Any] = []
+        self.statuses: list[Any] = []
+        self.late_records: list[bytes] = []
+
+    async def exposures(self, events: Sequence[Any]) -> None:
+        self.flags.extend(events)
+
+    async def status(self, event: Any) -> None:
+        self.statuses.append(event)
+
+    async def late(self, items: Sequence[tuple[str, Visit]]) -> None:
+        for report_id, v in items:
+            visit = {
+                "scan_id": v.scan_id,
+                "person_key": v.person_key,
+                "checkpoint_id": v.checkpoint_id,
+                "t_in": v.t_in.isoformat(),
+                "t_out": v.t_out.isoformat(),
+            }
+            body = {"action": "late", "report_id": report_id, "visit": visit}
+            self.late_records.append(orjson.dumps(body))

@@ -5,8 +5,9 @@ Names say what happened (STYLE.md §3). Times are timezone-aware; UTC inside.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from registry.errors import quote
@@ -26,6 +28,7 @@ from registry.ids import check_id
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 # A scan older than the tracing retention can no longer matter (and is refused).
 MAX_SCAN_AGE = timedelta(days=21)
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _valid_person_id(value: str) -> str:
@@ -110,34 +113,80 @@ def validate_scan(
     return scan, []
 
 
+def _onset(value: object) -> object:
+    """An onset is a day (``2021-11-10``, taken at midnight in Việt Nam) or a timestamp."""
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date: {quote(value)}") from None
+        return datetime.combine(day, time(0, 0), tzinfo=VN_TZ).isoformat()
+    return value
+
+
+REPORT_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
 class F0Reported(BaseModel):
     """A positive case (F0) was confirmed."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    report_id: str = Field(min_length=1, max_length=128)
+    report_id: str = Field(pattern=REPORT_ID)
     person_id: PersonId
     sample_time: Timestamp
     symptomatic: bool = False
-    onset_date: Timestamp | None = None
+    onset_date: Annotated[Timestamp | None, BeforeValidator(_onset)] = None
     reported_at: Timestamp
-    withdrawn: bool = False
+
+    @model_validator(mode="after")
+    def _in_order(self) -> F0Reported:
+        if self.sample_time > self.reported_at:
+            raise ValueError("sample_time: must not be after reported_at")
+        if self.onset_date is not None and self.onset_date > self.reported_at:
+            raise ValueError("onset_date: must not be after reported_at")
+        return self
+
+    def check_time(self, now: datetime) -> None:
+        if self.reported_at > now + MAX_CLOCK_SKEW:
+            raise ValueError(f"reported_at: {self.reported_at.isoformat()} is in the future")
 
 
 class ExposureFlagged(BaseModel):
-    """A resident was flagged as F1/F2 by co-location with a case."""
+    """A resident was flagged F1 or F2 by a report (or the flag was withdrawn), with the
+    evidence. Pseudonymous: people by keyed hash; the API maps them to IDs for officials.
+    Keyed by ``person_key`` on ``exposures``; ``version`` orders the flags of one
+    (report, person) pair (the offset of the f0-reports record that decided it)."""
 
     model_config = ConfigDict(frozen=True)
 
     exposure_id: str
+    report_id: str
     person_key: str
-    level: Literal["F1", "F2"]
-    source_key: str
-    checkpoint_id: str
+    tier: Literal["F1", "F2"]
+    via_key: str
+    reason: Literal["co-location", "household"]
+    checkpoint_id: str | None
+    district: str = ""
     overlap_start: datetime
     overlap_end: datetime
-    flagged_at: datetime
+    overlap_minutes: float
+    rule_version: str
+    flagged_at: datetime  # the report's reported_at: event time, the same on a replay
     withdrawn: bool = False
+    version: int = 0
+
+
+class ReportStatusChanged(BaseModel):
+    """An F0 report's tracing state changed (``report-status``): the preview of a held
+    report, the counts of a finished one."""
+
+    report_id: str
+    status: Literal["tracing", "done", "held", "withdrawn"]
+    counts: dict[str, int]
+    preview: dict[str, dict[str, int]] | None = None
+    rule_version: str
+    changed_at: datetime
 
 
 DEAD_PAYLOAD_LIMIT = 10_000

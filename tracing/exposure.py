@@ -16,7 +16,8 @@ Rules (DESIGN.md "Exposure", Ministry of Health definitions; every number config
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -28,10 +29,20 @@ Tier = Literal["F1", "F2"]
 
 @dataclass(frozen=True, slots=True)
 class ExposureRules:
+    """One version of the exposure rules (``tracing/data/exposure_rules.yaml``)."""
+
     version: str = "moh-2021"
     pre_onset: timedelta = timedelta(days=2)
     lookback: timedelta = timedelta(days=14)
     min_overlap: timedelta = timedelta(minutes=15)
+    # A visit without check-out lasts its checkpoint type's dwell (DESIGN.md: 30 min).
+    default_dwell: timedelta = timedelta(minutes=30)
+    dwell_by_type: Mapping[str, timedelta] = field(default_factory=dict)
+    # The brake: a report that would flag more people than this waits for an official.
+    hold_above: int = 500
+
+    def dwell(self, checkpoint_type: str | None) -> timedelta:
+        return self.dwell_by_type.get(checkpoint_type or "", self.default_dwell)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +79,20 @@ class Exposure:
     @property
     def overlap_minutes(self) -> float:
         return (self.overlap_end - self.overlap_start).total_seconds() / 60
+
+    @property
+    def exposure_id(self) -> str:
+        """Stable per (report, person): a correction re-flags the same exposure."""
+        return exposure_id(self.report_id, self.person_key)
+
+    def evidence(self) -> tuple[datetime, str, datetime, str]:
+        """The order in which evidence is preferred: earliest overlap first, then the
+        source, the end and the checkpoint, so the choice never depends on arrival."""
+        return (self.overlap_start, self.via, self.overlap_end, self.checkpoint_id or "")
+
+
+def exposure_id(report_id: str, person_key: str) -> str:
+    return hashlib.blake2b(f"{report_id}|{person_key}".encode(), digest_size=12).hexdigest()
 
 
 class VisitLookup(Protocol):
@@ -115,6 +140,43 @@ def _overlap(a: Visit, b: Visit, w: Window) -> tuple[datetime, datetime] | None:
     return (start, end) if end > start else None
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One qualifying co-location: who, where, and the overlap."""
+
+    person_key: str
+    checkpoint_id: str
+    overlap_start: datetime
+    overlap_end: datetime
+
+    @property
+    def overlap_minutes(self) -> float:
+        return (self.overlap_end - self.overlap_start).total_seconds() / 60
+
+
+def co_locations(
+    source: str,
+    source_visits: Sequence[Visit],
+    window: Window,
+    visits: VisitLookup,
+    rules: ExposureRules,
+) -> list[Contact]:
+    """Every overlap of ≥ min_overlap between ``source``'s visits and anyone else's at the
+    same checkpoint, inside ``window`` (the evidence behind F1, F2 and a contact list)."""
+    found = []
+    for v in source_visits:
+        clipped = Window(max(v.t_in, window.start), min(v.t_out, window.end))
+        if clipped.end <= clipped.start:
+            continue
+        for c in visits.at_checkpoint(v.checkpoint_id, clipped):
+            if c.person_key == source:
+                continue
+            span = _overlap(v, c, window)
+            if span is not None and span[1] - span[0] >= rules.min_overlap:
+                found.append(Contact(c.person_key, v.checkpoint_id, span[0], span[1]))
+    return sorted(found, key=lambda c: (c.person_key, c.overlap_start, c.checkpoint_id))
+
+
 def _contacts(
     source: str,
     source_visits: Sequence[Visit],
@@ -126,21 +188,45 @@ def _contacts(
     """Everyone co-located with ``source`` inside ``window`` for ≥ min_overlap: their
     earliest qualifying overlap (start, end, checkpoint)."""
     found: dict[str, tuple[datetime, datetime, str]] = {}
-    for v in source_visits:
-        clipped = Window(max(v.t_in, window.start), min(v.t_out, window.end))
-        if clipped.end <= clipped.start:
+    for c in co_locations(source, source_visits, window, visits, rules):
+        if c.person_key in exclude:
             continue
-        for c in visits.at_checkpoint(v.checkpoint_id, clipped):
-            if c.person_key == source or c.person_key in exclude:
-                continue
-            span = _overlap(v, c, window)
-            if span is None or span[1] - span[0] < rules.min_overlap:
-                continue
-            best = found.get(c.person_key)
-            candidate = (span[0], span[1], v.checkpoint_id)
-            if best is None or candidate < best:
-                found[c.person_key] = candidate
+        candidate = (c.overlap_start, c.overlap_end, c.checkpoint_id)
+        best = found.get(c.person_key)
+        if best is None or candidate < best:
+            found[c.person_key] = candidate
     return found
+
+
+def _f1_window(case: Case, exposure: Exposure) -> Window:
+    """An F1's own window: from the start of their exposure to the report (event time)."""
+    return Window(exposure.overlap_start, case.reported_at)
+
+
+def _f2_through(
+    case: Case, f1: Exposure, visits: VisitLookup, rules: ExposureRules, exclude: set[str]
+) -> list[Exposure]:
+    own = _f1_window(case, f1)
+    if own.end <= own.start:
+        return []
+    person = f1.person_key
+    return [
+        Exposure(case.report_id, contact, "F2", person, "co-location", cp, start, end)
+        for contact, (start, end, cp) in _contacts(
+            person, visits.of_person(person, own), own, visits, rules, exclude
+        ).items()
+    ]
+
+
+def _keep_best(into: dict[str, Exposure], exposures: Iterable[Exposure]) -> None:
+    for e in exposures:
+        best = into.get(e.person_key)
+        if best is None or e.evidence() < best.evidence():
+            into[e.person_key] = e
+
+
+def _ordered(f1: dict[str, Exposure], f2: dict[str, Exposure]) -> list[Exposure]:
+    return sorted([*f1.values(), *f2.values()], key=lambda e: (e.tier, e.person_key))
 
 
 def trace(
@@ -174,18 +260,123 @@ def trace(
         )
     f2: dict[str, Exposure] = {}
     not_f2 = {case.person_key, *f1}
-    for person, exposure in sorted(f1.items()):
-        own = Window(exposure.overlap_start, case.reported_at)
+    for _, exposure in sorted(f1.items()):
+        _keep_best(f2, _f2_through(case, exposure, visits, rules, not_f2))
+    return _ordered(f1, f2)
+
+
+def extend(
+    case: Case,
+    current: Sequence[Exposure],
+    visit: Visit,
+    visits: VisitLookup,
+    rules: ExposureRules,
+) -> list[Exposure] | None:
+    """The exposures of a traced report after one late visit arrived (``visits`` holds it
+    with whatever else the store has around it): the incremental step of the join, equal
+    to :func:`trace` over all visits. ``None`` when the visit is the F0's own: that moves
+    the source of every F1, and the caller traces the report again.
+
+    The late visit's person ``x`` can become F1 (it overlaps the F0 at the same place), or
+    get earlier F1 evidence, which widens their own window; then x's F2s are recomputed.
+    Otherwise x can become F2 through an F1 who was there.
+    """
+    if visit.person_key == case.person_key:
+        return None
+    window = infectious_window(case, rules)
+    f1 = {e.person_key: e for e in current if e.tier == "F1"}
+    f2 = {e.person_key: e for e in current if e.tier == "F2"}
+    x = visit.person_key
+    around = [c for c in visits.at_checkpoint(visit.checkpoint_id, Window(visit.t_in, visit.t_out))]
+    for f0_visit in (c for c in around if c.person_key == case.person_key):
+        span = _overlap(f0_visit, visit, window)
+        if span is None or span[1] - span[0] < rules.min_overlap:
+            continue
+        candidate = Exposure(
+            case.report_id, x, "F1", case.person_key, "co-location", visit.checkpoint_id, *span
+        )
+        best = f1.get(x)
+        if best is None or (
+            best.reason == "co-location" and candidate.evidence() < best.evidence()
+        ):
+            f1[x] = candidate
+    if x in f1:
+        f2.pop(x, None)
+        # x's F2s over x's (possibly wider) window; the others' F2 evidence stands.
+        _keep_best(f2, _f2_through(case, f1[x], visits, rules, {case.person_key, *f1}))
+        return _ordered(f1, f2)
+    for other in (c for c in around if c.person_key in f1):
+        own = _f1_window(case, f1[other.person_key])
+        span = _overlap(other, visit, own)
+        if span is not None and span[1] - span[0] >= rules.min_overlap:
+            _keep_best(
+                f2,
+                [
+                    Exposure(
+                        case.report_id,
+                        x,
+                        "F2",
+                        other.person_key,
+                        "co-location",
+                        visit.checkpoint_id,
+                        *span,
+                    )
+                ],
+            )
+    return _ordered(f1, f2)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """Time an infectious person (the F0, or an F1 inside their own window) spent at a
+    checkpoint: what the scan stream is joined against, so a late scan finds its report."""
+
+    report_id: str
+    person_key: str
+    tier: Literal["F0", "F1"]
+    checkpoint_id: str
+    t_in: datetime
+    t_out: datetime
+    window_start: datetime
+    window_end: datetime
+
+    def touches(self, visit: Visit, rules: ExposureRules) -> bool:
+        """Could this visit be an exposure (or, for the person themselves, a new source)?"""
+        if visit.checkpoint_id != self.checkpoint_id:
+            return False
+        if visit.person_key == self.person_key:
+            return True
+        span = _overlap(
+            Visit("", self.person_key, self.checkpoint_id, self.t_in, self.t_out, ""),
+            visit,
+            Window(self.window_start, self.window_end),
+        )
+        return span is not None and span[1] - span[0] >= rules.min_overlap
+
+
+def intervals_of(
+    case: Case, exposures: Sequence[Exposure], visits: VisitLookup, rules: ExposureRules
+) -> list[Interval]:
+    """The F0's visits inside the infectious window and each F1's inside their own."""
+    window = infectious_window(case, rules)
+    out = [
+        Interval(
+            case.report_id, case.person_key, "F0", v.checkpoint_id, v.t_in, v.t_out, *_w(window)
+        )
+        for v in visits.of_person(case.person_key, window)
+    ]
+    for e in exposures:
+        if e.tier != "F1":
+            continue
+        own = _f1_window(case, e)
         if own.end <= own.start:
             continue
-        their_visits = visits.of_person(person, own)
-        for contact, (start, end, cp) in _contacts(
-            person, their_visits, own, visits, rules, not_f2
-        ).items():
-            candidate = Exposure(
-                case.report_id, contact, "F2", person, "co-location", cp, start, end
-            )
-            best = f2.get(contact)
-            if best is None or (start, person) < (best.overlap_start, best.via):
-                f2[contact] = candidate
-    return sorted([*f1.values(), *f2.values()], key=lambda e: (e.tier, e.person_key))
+        out.extend(
+            Interval(case.report_id, e.person_key, "F1", v.checkpoint_id, v.t_in, v.t_out, *_w(own))
+            for v in visits.of_person(e.person_key, own)
+        )
+    return out
+
+
+def _w(window: Window) -> tuple[datetime, datetime]:
+    return window.start, window.end

@@ -97,3 +97,40 @@ def hotspots(case_visits: Iterable[Visit]) -> list[Hotspot]:
                 )
                 break
     return sorted(out, key=lambda h: (-len(h.cases), h.checkpoint_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Outbreak:
+    """The contact graph of every active report, its clusters and hotspots."""
+
+    graph: nx.DiGraph
+    clusters: list[Cluster]
+    hotspots: list[Hotspot]
+
+    def cluster_graph(self, cluster_id: str) -> dict[str, list[dict[str, object]]] | None:
+        """Nodes and edges of one cluster (pseudonymous keys), for the dashboard."""
+        cluster = next((c for c in self.clusters if c.cluster_id == cluster_id), None)
+        if cluster is None:
+            return None
+        u = self.graph.to_undirected(as_view=True)
+        people: set[str] = set()
+        for case in cluster.cases:
+            people |= nx.node_connected_component(u, case)
+        sub = self.graph.subgraph(people)
+        nodes = [
+            {"id": n, "tier": d["tier"], "reports": sorted(d.get("reports", []))}
+            for n, d in sorted(sub.nodes(data=True))
+        ]
+        edges = [{"source": a, "target": b, **d} for a, b, d in sorted(sub.edges(data=True))]
+        places = [
+            {"id": f"cp:{cp}", "checkpoint_id": cp, "tier": "place"} for cp in cluster.checkpoints
+        ]
+        return {"nodes": nodes + places, "edges": edges}
+
+
+def outbreak(
+    cases: dict[str, str], exposures: Iterable[Exposure], case_visits: Iterable[Visit]
+) -> Outbreak:
+    visits = list(case_visits)
+    g = contact_graph(cases, exposures)
+    return Outbreak(g, clusters(g, visits), hotspots(visits))

@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracing.exposure import Case, ExposureRules, MemoryVisits, infectious_window, trace
+from tracing.exposure import (
+    Case,
+    ExposureRules,
+    MemoryVisits,
+    extend,
+    infectious_window,
+    trace,
+)
 from tracing.visits import Visit
 
 RULES = ExposureRules()
@@ -97,6 +104,54 @@ def test_the_result_does_not_depend_on_arrival_order(seed: int) -> None:
     rng.shuffle(shuffled)
     assert trace(case, MemoryVisits.of(shuffled), ["p1"], RULES) == expected
     assert all(e.overlap_minutes >= 15 for e in expected if e.reason == "co-location")
+
+
+def _random_visits(rng: random.Random, n: int, people: int) -> list[Visit]:
+    names = [f"p{i}" for i in range(people)]
+    out = []
+    for i in range(n):
+        start = t(10, 0) + timedelta(minutes=rng.randrange(0, 48 * 60, 5))
+        end = start + timedelta(minutes=rng.choice((10, 15, 20, 30, 60, 90)))
+        out.append(Visit(f"s{i}", rng.choice(names), f"cp{rng.randrange(4)}", start, end, "x"))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 100_000), late_share=st.sampled_from((0.1, 0.3, 0.6, 1.0)))
+def test_late_visits_joined_one_by_one_give_the_full_trace(seed: int, late_share: float) -> None:
+    """Scans that arrive after the report, in any order, each joined incrementally
+    (:func:`extend`, or a re-trace for the F0's own), end where a trace over everything
+    ends."""
+    rng = random.Random(seed)
+    visits = _random_visits(rng, 70, 10)
+    case = Case("r", "p0", sample_time=t(11, 9), reported_at=t(12, 0))
+    household = ["p1"]
+    expected = trace(case, MemoryVisits.of(visits), household, RULES)
+    order = visits[:]
+    rng.shuffle(order)
+    cut = len(order) - int(len(order) * late_share)
+    seen, late = order[:cut], order[cut:]
+    current = trace(case, MemoryVisits.of(seen), household, RULES)
+    for visit in late:
+        seen.append(visit)
+        lookup = MemoryVisits.of(seen)
+        step = extend(case, current, visit, lookup, RULES)
+        current = trace(case, lookup, household, RULES) if step is None else step
+    assert current == expected
+
+
+def test_a_late_visit_makes_a_new_f1_and_their_f2() -> None:
+    before = [x for x in VISITS if x.person_key != "D"]
+    current = trace(CASE, MemoryVisits.of(before), ["A", "H1"], RULES)
+    assert "D" not in {e.person_key for e in current}
+    late = v("D", "cp1", t(10, 10, 44), t(10, 12))
+    d_at_cp3 = v("D", "cp3", t(10, 14), t(10, 15))
+    lookup = MemoryVisits.of([*before, d_at_cp3, late])
+    after = extend(CASE, current, late, lookup, RULES)
+    assert after == trace(CASE, lookup, ["A", "H1"], RULES)
+    assert ("F1", "D") in {(e.tier, e.person_key) for e in after or []}
+    own = v("A", "cp9", t(11, 9), t(11, 10))  # the F0's own late visit: traced again
+    assert extend(CASE, after or [], own, MemoryVisits.of([*before, own]), RULES) is None
 
 
 def test_graph_clusters_and_hotspots() -> None:

@@ -1,0 +1,386 @@
+"""F0 reports in, exposures and their evidence out.
+
+A report is accepted here (validated, the person checked against the registry), written
+down as ``tracing`` and sent to ``f0-reports``; the ``trace_exposures`` agent does the
+work and the routes read what it wrote. Reads of named people's exposures, contacts and
+evidence are audited."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from api.audit import audit
+from api.deps import ClientsDep
+from api.errors import ApiError, BadInput
+from infra import topics
+from infra.clients import Clients
+from registry.errors import quote
+from registry.ids import check_id
+from registry.residents import exposure_entries, status_view
+from tracing.events import REPORT_ID, F0Reported, validation_errors
+from tracing.exposure import Exposure, MemoryVisits, Window, co_locations
+from tracing.graph import Outbreak, outbreak
+from tracing.reports import ReportState, stamp
+
+router = APIRouter(prefix="/v1", tags=["tracing"])
+
+ReportId = Annotated[str, Path(pattern=REPORT_ID, description="the report's ID")]
+Actor = Annotated[str, Header(max_length=100, description="who is asking")]
+Purpose = Annotated[str, Header(max_length=200, description="why")]
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+def _valid_id(person_id: str, field: str = "person_id") -> str:
+    result = check_id(person_id)
+    if not result.valid:
+        raise BadInput(f"{field}: invalid personal ID: " + "; ".join(result.errors))
+    return person_id
+
+
+def _report(body: dict[str, Any]) -> F0Reported:
+    try:
+        report = F0Reported.model_validate(body)
+        report.check_time(datetime.now(UTC))
+    except ValidationError as exc:
+        raise BadInput("; ".join(validation_errors(exc))) from exc
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    return report
+
+
+async def _known(clients: Clients, person_id: str) -> None:
+    if await clients.residents.get(person_id) is None:
+        raise BadInput(f"person_id: {person_id} is not in the registry")
+
+
+async def _send(clients: Clients, report_id: str, body: dict[str, object]) -> None:
+    await clients.producer.send_and_wait(
+        clients.settings.topic(topics.F0_REPORTS), orjson.dumps(body), key=report_id.encode()
+    )
+
+
+async def _state(clients: Clients, report_id: str) -> ReportState:
+    state = await clients.tracing.get(report_id)
+    if state is None:
+        raise NotFound(f"no F0 report {quote(report_id)}")
+    return state
+
+
+def _accepted(state: ReportState) -> JSONResponse:
+    return JSONResponse({"report_id": state.report_id, "status": state.status}, status_code=202)
+
+
+async def _submit(clients: Clients, report: F0Reported, action: str, old: ReportState | None):  # type: ignore[no-untyped-def]
+    body = report.model_dump(mode="json")
+    state = ReportState(
+        report.report_id,
+        report.person_id,
+        clients.pseudonymize(report.person_id),
+        body,
+        status="tracing",
+        approved=old.approved if old is not None and old.status != "withdrawn" else False,
+        partition=old.partition if old else None,
+        offset=old.offset if old else None,
+        updated_at=stamp(),
+    )
+    if old is not None:
+        state.window_start, state.window_end = old.window_start, old.window_end
+        state.counts, state.rule_version = old.counts, old.rule_version
+    await clients.tracing.save(state)
+    await _send(clients, report.report_id, {"action": action, **body})
+    return _accepted(state)
+
+
+@router.post("/reports/f0", status_code=202)
+async def report_f0(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
+    """An F0 (positive case): traced at once. → 202 ``{"report_id", "status": "tracing"}``.
+    Re-posting the same report is harmless; a changed one is corrected with PUT."""
+    report = _report(body)
+    await _known(clients, report.person_id)
+    old = await clients.tracing.get(report.report_id)
+    if old is not None:
+        if old.body == report.model_dump(mode="json") and old.status != "withdrawn":
+            return _accepted(old)  # the same report again: nothing to do
+        raise Conflict(
+            f"report {quote(report.report_id)} exists ({old.status}); "
+            "correct it with PUT /v1/reports/f0/{report_id}"
+        )
+    return await _submit(clients, report, "report", None)
+
+
+@router.put("/reports/f0/{report_id}", status_code=202)
+async def correct_f0(
+    report_id: ReportId, body: dict[str, Any], clients: ClientsDep
+) -> JSONResponse:
+    """A corrected report (same body as POST): its exposures are recomputed, the flags
+    that no longer hold are withdrawn."""
+    if body.get("report_id", report_id) != report_id:
+        raise BadInput("report_id: the body names another report than the path")
+    report = _report({**body, "report_id": report_id})
+    await _known(clients, report.person_id)
+    old = await _state(clients, report_id)
+    if old.status == "withdrawn":
+        raise Conflict(f"report {quote(report_id)} was withdrawn; post a new report")
+    return await _submit(clients, report, "correct", old)
+
+
+@router.delete("/reports/f0/{report_id}", status_code=202)
+async def withdraw_f0(report_id: ReportId, clients: ClientsDep) -> JSONResponse:
+    """Withdraw a report (a false positive): its exposures are withdrawn and the statuses
+    that only it caused restored."""
+    state = await _state(clients, report_id)
+    if state.status == "withdrawn":
+        return _accepted(state)
+    await _send(clients, report_id, {"action": "withdraw", "report_id": report_id})
+    return JSONResponse({"report_id": report_id, "status": "withdrawn"}, status_code=202)
+
+
+@router.post("/reports/f0/{report_id}/approve", status_code=202)
+async def approve_f0(
+    report_id: ReportId, clients: ClientsDep, x_actor: Actor = "anonymous"
+) -> JSONResponse:
+    """Release a held report (more people than the brake's limit): it is applied."""
+    state = await _state(clients, report_id)
+    if state.status != "held":
+        raise Conflict(f"report {quote(report_id)} is {state.status}, not held")
+    await _send(
+        clients, report_id, {"action": "approve", "report_id": report_id, "by": x_actor[:100]}
+    )
+    return JSONResponse({"report_id": report_id, "status": "tracing"}, status_code=202)
+
+
+@router.get("/reports/f0/{report_id}")
+async def get_f0(report_id: ReportId, clients: ClientsDep) -> dict[str, object]:
+    """``{"report_id", "person_id", "status", "window", "counts", "rule_version"}``
+    (and ``preview`` while held)."""
+    return (await _state(clients, report_id)).public()
+
+
+async def _exposure_rows(clients: Clients, exposures: list[Exposure]) -> list[dict[str, object]]:
+    keys = sorted({e.person_key for e in exposures} | {e.via for e in exposures})
+    ids = await clients.residents.ids_of(keys)
+    return [
+        {
+            "person_id": ids.get(e.person_key),
+            "person_key": e.person_key,
+            "tier": e.tier,
+            "via": ids.get(e.via, e.via),
+            "checkpoint_id": e.checkpoint_id,
+            "reason": e.reason,
+            "overlap_start": e.overlap_start.isoformat(),
+            "overlap_end": e.overlap_end.isoformat(),
+            "overlap_minutes": round(e.overlap_minutes, 1),
+            "report_id": e.report_id,
+        }
+        for e in exposures
+    ]
+
+
+@router.get("/exposures")
+async def exposures(
+    clients: ClientsDep,
+    f0: Annotated[str, Query(max_length=128, description="a report ID or an F0's person ID")],
+    x_actor: Actor = "anonymous",
+    x_purpose: Purpose = "exposure list",
+) -> list[dict[str, object]]:
+    """Everyone a report flagged (F1, F2) with the evidence; complete once the report's
+    status is ``done``. ``f0`` is a report ID, or a person ID (all their reports)."""
+    state = await clients.tracing.get(f0) if len(f0) <= 128 else None
+    if state is not None:
+        report_ids = [state.report_id]
+    elif check_id(f0).valid:
+        report_ids = await clients.tracing.reports_of(clients.pseudonymize(f0))
+        if not report_ids:
+            raise NotFound(f"no F0 report about {f0}")
+    else:
+        raise NotFound(f"f0: no report {quote(f0)}, and it is not a valid personal ID")
+    rows: list[dict[str, object]] = []
+    for report_id in report_ids:
+        rows.extend(await _exposure_rows(clients, await clients.tracing.exposures(report_id)))
+    await audit(clients, x_actor, "exposures", ",".join(report_ids), x_purpose, person=False)
+    return rows
+
+
+@router.get("/residents/{person_id}/why")
+async def why(
+    person_id: Annotated[str, Path(max_length=64)],
+    clients: ClientsDep,
+    x_actor: Actor = "anonymous",
+    x_purpose: Purpose = "evidence lookup",
+) -> dict[str, object]:
+    """The chain of evidence behind a person's tier: each report that flagged them, the
+    visit and overlap, and (for an F2) the F1's own evidence back to the F0."""
+    fields = await clients.residents.get(_valid_id(person_id))
+    await audit(clients, x_actor, "why", person_id, x_purpose)
+    if fields is None:
+        raise NotFound(f"ID {person_id} is not in the registry")
+    key = clients.pseudonymize(person_id)
+    chains: list[dict[str, object]] = []
+    for report_id, entry in sorted(exposure_entries(fields).items()):
+        state = await clients.tracing.get(report_id)
+        link: dict[str, object] = {
+            "tier": entry.get("tier"),
+            "report_id": report_id,
+            "report_status": state.status if state else None,
+            "f0_person_id": state.person_id if state else None,
+            "window": {"start": state.window_start, "end": state.window_end} if state else None,
+        }
+        steps: list[Exposure] = []
+        if entry.get("tier") != "F0":
+            by_key = {e.person_key: e for e in await clients.tracing.exposures(report_id)}
+            e = by_key.get(key)
+            while e is not None and len(steps) < 3:  # F2 → their F1 → the F0
+                steps.append(e)
+                e = by_key.get(e.via)
+        ids = await clients.residents.ids_of(
+            sorted({s.person_key for s in steps} | {s.via for s in steps})
+        )
+        link["chain"] = [
+            {
+                "tier": s.tier,
+                "person_id": ids.get(s.person_key),
+                "via": ids.get(s.via),
+                "reason": s.reason,
+                "checkpoint_id": s.checkpoint_id,
+                "overlap_start": s.overlap_start.isoformat(),
+                "overlap_end": s.overlap_end.isoformat(),
+                "overlap_minutes": round(s.overlap_minutes, 1),
+            }
+            for s in steps
+        ]
+        chains.append(link)
+    rank = {"F0": 0, "F1": 1, "F2": 2}
+    tier = min((str(c["tier"]) for c in chains), key=lambda x: rank.get(x, 9), default=None)
+    status = status_view(fields, clients.rules, datetime.now(UTC))
+    return {"person_id": person_id, "tier": tier, "colour": status["colour"], "evidence": chains}
+
+
+@router.get("/contacts/{person_id}")
+async def contacts(
+    person_id: Annotated[str, Path(max_length=64)],
+    clients: ClientsDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    x_actor: Actor = "anonymous",
+    x_purpose: Purpose = "contact list",
+) -> list[dict[str, object]]:
+    """Everyone co-located with this person for at least the rules' minimum overlap in
+    [since, until] (default: the last 14 days), with the evidence: for a suspected case
+    before a test result."""
+    _valid_id(person_id)
+    now = datetime.now(UTC)
+    until = until or now
+    since = since or until - timedelta(days=14)
+    if since.tzinfo is None or until.tzinfo is None:
+        raise BadInput("since, until: give a timezone (e.g. 2021-11-01T00:00:00+07:00)")
+    if since >= until:
+        raise BadInput("since: must be before until")
+    if until - since > timedelta(days=clients.settings.visit_window_days):
+        raise BadInput(f"the period is at most {clients.settings.visit_window_days} days")
+    rules = clients.exposure_rules.for_(until.date())
+    key = clients.pseudonymize(person_id)
+    own = await clients.candidates.visits_of(key, since, until)
+    near = []
+    for v in own:
+        near.extend(
+            await clients.candidates.visits_at(
+                v.checkpoint_id, max(v.t_in, since), min(v.t_out, until)
+            )
+        )
+    found = co_locations(key, own, Window(since, until), MemoryVisits.of([*own, *near]), rules)
+    ids = await clients.residents.ids_of(sorted({c.person_key for c in found}))
+    await audit(clients, x_actor, "contacts", person_id, x_purpose)
+    return [
+        {
+            "person_id": ids.get(c.person_key),
+            "person_key": c.person_key,
+            "checkpoint_id": c.checkpoint_id,
+            "overlap_start": c.overlap_start.isoformat(),
+            "overlap_end": c.overlap_end.isoformat(),
+            "overlap_minutes": round(c.overlap_minutes, 1),
+        }
+        for c in found
+    ]
+
+
+_CACHE: dict[int, tuple[float, Outbreak]] = {}
+
+
+async def _outbreak(clients: Clients) -> Outbreak:
+    """The graph of every active report of the last 28 days (rebuilt at most every 2 s)."""
+    hit = _CACHE.get(id(clients))
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    since = datetime.now(UTC) - timedelta(days=28)
+    cases: dict[str, str] = {}
+    exposures: list[Exposure] = []
+    visits = []
+    for state, xs, f0v in await clients.tracing.recent(since):
+        if state.status != "done":
+            continue
+        cases[state.report_id] = state.person_key
+        exposures.extend(xs)
+        visits.extend(f0v)
+    result = outbreak(cases, exposures, visits)
+    _CACHE.clear()
+    _CACHE[id(clients)] = (time.monotonic() + 2.0, result)
+    return result
+
+
+@router.get("/clusters")
+async def list_clusters(clients: ClientsDep) -> list[dict[str, object]]:
+    """F0s joined through shared F1s or shared places, largest first (pseudonymous)."""
+    o = await _outbreak(clients)
+    return [
+        {
+            "cluster_id": c.cluster_id,
+            "cases": len(c.cases),
+            "people": c.people,
+            "checkpoints": list(c.checkpoints),
+            "case_keys": list(c.cases),
+        }
+        for c in o.clusters
+    ]
+
+
+@router.get("/clusters/{cluster_id}/graph")
+async def cluster_graph(
+    cluster_id: Annotated[str, Path(max_length=64)], clients: ClientsDep
+) -> dict[str, object]:
+    """Nodes (people by pseudonym, with tier; places) and edges (the evidence)."""
+    graph = (await _outbreak(clients)).cluster_graph(cluster_id)
+    if graph is None:
+        raise NotFound(f"no cluster {quote(cluster_id)}")
+    return {"cluster_id": cluster_id, **graph}
+
+
+@router.get("/hotspots")
+async def list_hotspots(clients: ClientsDep) -> list[dict[str, object]]:
+    """Checkpoints visited by at least two F0s within 7 days."""
+    o = await _outbreak(clients)
+    places = await clients.checkpoints.lookup([h.checkpoint_id for h in o.hotspots])
+    return [
+        {
+            "checkpoint_id": h.checkpoint_id,
+            "cases": len(h.cases),
+            "first_visit": h.first_visit,
+            "last_visit": h.last_visit,
+            "district": places.get(h.checkpoint_id, {}).get("district", ""),
+            "name": places.get(h.checkpoint_id, {}).get("name", ""),
+        }
+        for h in o.hotspots
+    ]
