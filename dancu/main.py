@@ -123,6 +123,14 @@ def up(
         ),
     ] = "all",
     services: Annotated[bool, typer.Option(help="Start the embedded services first.")] = True,
+    city: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Residents of the synthetic city the simulator walks; seeded (seed 1) when "
+            "the registry is empty. 0: no seeding.",
+        ),
+    ] = 50_000,
 ) -> None:
     """Run the platform: Faust worker + API + ClickHouse sink (+ traffic simulator)."""
     from dancu.runtime import RunOptions, serve
@@ -135,6 +143,13 @@ def up(
     if services:
         _start_services(settings)
     asyncio.run(create_topics(settings))
+    if role == "all" and simulate and city and settings.embedded_clickhouse:
+        seeded = _seed_city(settings, city, 1, only_if_empty=True)
+        if seeded is not None:
+            err.print(
+                f"seeded a synthetic city of {seeded['residents']:,} residents and "
+                f"{seeded['checkpoints']:,} checkpoints (the registry was empty)"
+            )
     if role in ("all", "api"):
         err.print(
             f"[bold green]dancu is up[/bold green]: dashboard and API at "
@@ -142,7 +157,13 @@ def up(
         )
     summary = serve(
         settings,
-        RunOptions(role=role, simulate=simulate and role == "all", rate=rate, duration=duration),
+        RunOptions(
+            role=role,
+            simulate=simulate and role == "all",
+            rate=rate,
+            duration=duration,
+            city=city or 50_000,
+        ),
     )
     if duration:
         result = {
@@ -150,6 +171,7 @@ def up(
             "scans_processed": summary.processed,
             "consumer_lag_at_exit": summary.lag,
             "seconds": round(summary.seconds, 1),
+            **summary.extra,
         }
         out.print_json(json.dumps(result))
         if simulate and summary.produced == 0:
@@ -245,12 +267,11 @@ def _progress_bar(rows: bool = False) -> Progress:
     )
 
 
-@app.command()
-def seed(
-    residents: Annotated[int, typer.Option(min=1, help="How many residents.")] = 100_000,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same city).")] = 1,
-) -> None:
-    """Generate a synthetic Hà Nội and load it into Redis and ClickHouse."""
+def _seed_city(
+    settings: Settings, residents: int, seed: int, *, only_if_empty: bool = False
+) -> dict[str, object] | None:
+    """Seed the synthetic city (with a progress bar); with ``only_if_empty``, only when
+    the registry holds nobody yet. Returns the seed report, or None when skipped."""
     import time
 
     from dancu.stores import open_stores
@@ -258,13 +279,13 @@ def seed(
     from registry.seeding import seed_city
     from registry.synthetic import SeedPlan
 
-    settings = _settings()
-    _require_store_owner(settings)
-
-    async def run() -> dict[str, object]:
+    async def run() -> dict[str, object] | None:
         t0 = time.perf_counter()
         async with open_stores(settings, clickhouse=True) as st:
             assert st.analytics is not None
+            if only_if_empty:
+                async for _ in st.residents.chunks_of_ids(1000):
+                    return None
             with _progress_bar() as bar:
                 task = bar.add_task("residents", total=residents)
                 report = await seed_city(
@@ -284,7 +305,18 @@ def seed(
             "seconds": round(time.perf_counter() - t0, 1),
         }
 
-    out.print_json(json.dumps(asyncio.run(run()), ensure_ascii=False))
+    return asyncio.run(run())
+
+
+@app.command()
+def seed(
+    residents: Annotated[int, typer.Option(min=1, help="How many residents.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same city).")] = 1,
+) -> None:
+    """Generate a synthetic Hà Nội and load it into Redis and ClickHouse."""
+    settings = _settings()
+    _require_store_owner(settings)
+    out.print_json(json.dumps(_seed_city(settings, residents, seed), ensure_ascii=False))
 
 
 @app.command("import")

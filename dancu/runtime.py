@@ -24,6 +24,7 @@ from api.app import Extra, create_app
 from gate.simulate import TrafficSimulator
 from infra.clients import Clients
 from infra.settings import Settings
+from registry.synthetic import SeedPlan
 from streams.app import make_app
 
 console = Console(stderr=True)
@@ -36,6 +37,7 @@ class RunOptions:
     rate: float = 200.0
     duration: float | None = None
     drain_timeout: float = 60.0
+    city: int = 50_000  # the seeded city the simulator walks (SeedPlan residents, seed 1)
 
 
 @dataclass
@@ -69,7 +71,13 @@ def simulator_and_timer(
         stop = asyncio.Event()
         start_processed = await clients.index.processed()
         started = time.monotonic()
-        sim = TrafficSimulator(settings.api_url, rate=options.rate) if options.simulate else None
+        sim = (
+            TrafficSimulator(
+                settings.api_url, rate=options.rate, plan=SeedPlan(residents=options.city, seed=1)
+            )
+            if options.simulate
+            else None
+        )
         sim_task = None
 
         async def start_sim() -> None:
@@ -104,6 +112,9 @@ def simulator_and_timer(
             summary.processed = await clients.index.processed() - start_processed
             summary.lag = lag
             summary.seconds = time.monotonic() - started
+            if sim is not None:
+                with contextlib.suppress(Exception):
+                    summary.extra.update(await sim.tracing_totals())
             on_done()
 
         timer_task = asyncio.create_task(timer()) if options.duration else None

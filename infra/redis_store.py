@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry as SyncRetry
@@ -35,14 +35,19 @@ MAX_PER_SCRIPT = 1000
 def make_redis(url: str) -> Redis:
     """A client that reconnects by itself: a restarted server costs a retry, not an error;
     a server that stops answering is a timeout, never a hang."""
-    return Redis.from_url(
+    # Many concurrent requests wait for a free connection (up to the timeout) rather than
+    # fail with "Too many connections" past the pool's size.
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=512,
+        timeout=10,
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
         socket_timeout=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
     )
+    return Redis.from_pool(pool)  # closing the client closes its pool
 
 
 # One batch of visits, written inside Redis by one script (atomic like MULTI/EXEC, and
@@ -211,6 +216,43 @@ class VisitIndex:
         rows = await self._range(self._checkpoint(checkpoint_id), start, end)
         visits = [_visit(s, pk, checkpoint_id, float(t_in), t_out) for s, pk, t_out, t_in in rows]
         return [v for v in visits if v.t_out > start]
+
+    async def visits_of_many(
+        self, queries: Sequence[tuple[str, datetime, datetime]]
+    ) -> list[list[Visit]]:
+        """:meth:`visits_of` for many (person, start, end) in one round trip."""
+        return await self._many([(self._person(k), k, a, b) for k, a, b in queries], person=True)
+
+    async def visits_at_many(
+        self, queries: Sequence[tuple[str, datetime, datetime]]
+    ) -> list[list[Visit]]:
+        """:meth:`visits_at` for many (checkpoint, start, end) in one round trip."""
+        return await self._many(
+            [(self._checkpoint(c), c, a, b) for c, a, b in queries], person=False
+        )
+
+    async def _many(
+        self, queries: Sequence[tuple[str, str, datetime, datetime]], *, person: bool
+    ) -> list[list[Visit]]:
+        out: list[list[Visit]] = []
+        for i in range(0, len(queries), 1000):  # bounded pipelines
+            part = queries[i : i + 1000]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key, _, start, end in part:
+                    pipe.zrangebyscore(
+                        key, (start - MAX_VISIT).timestamp(), end.timestamp(), withscores=True
+                    )
+                found = await pipe.execute()
+            for (_, name, start, _), rows in zip(part, found, strict=True):
+                visits = []
+                for m, score in rows:
+                    a, b, t_out = str(m).rsplit("|", 2)
+                    if person:  # member: scan_id|checkpoint_id|t_out
+                        visits.append(_visit(a, name, b, float(score), t_out))
+                    else:  # member: scan_id|person_key|t_out
+                        visits.append(_visit(a, b, name, float(score), t_out))
+                out.append([v for v in visits if v.t_out > start])
+        return out
 
     async def forget_before(self, cutoff: float) -> None:
         """Drop dedup marks older than the tracing window (called periodically)."""

@@ -41,6 +41,8 @@ from tracing.visits import Visit
 MAX_VISIT = timedelta(days=1)
 
 
+# A candidate query: (person key or checkpoint ID, start, end).
+Query = tuple[str, datetime, datetime]
 # An infectious person of a report, and their window: (person_key, start, end).
 Infectious = tuple[str, datetime, datetime]
 
@@ -271,6 +273,12 @@ class ClickHouseCandidates:
         params = {"c": checkpoint_id, "lo": start - MAX_VISIT, "start": start, "end": end}
         return await asyncio.to_thread(self._query, "checkpoint_id = %(c)s", params)
 
+    async def visits_of_many(self, queries: Sequence[Query]) -> list[list[Visit]]:
+        return [await self.visits_of(*q) for q in queries]
+
+    async def visits_at_many(self, queries: Sequence[Query]) -> list[list[Visit]]:
+        return [await self.visits_at(*q) for q in queries]
+
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -303,3 +311,13 @@ class TieredCandidates:
             assert self.cold is not None
             return await self.cold.visits_at(checkpoint_id, start, end)
         return await self.hot.visits_at(checkpoint_id, start, end)
+
+    async def visits_of_many(self, queries: Sequence[Query]) -> list[list[Visit]]:
+        if self.cold is not None and any(self._cold(q[1]) for q in queries):
+            return await self.cold.visits_of_many(queries)
+        return await self.hot.visits_of_many(queries)
+
+    async def visits_at_many(self, queries: Sequence[Query]) -> list[list[Visit]]:
+        if self.cold is not None and any(self._cold(q[1]) for q in queries):
+            return await self.cold.visits_at_many(queries)
+        return await self.hot.visits_at_many(queries)

@@ -70,11 +70,16 @@ log = logging.getLogger(__name__)
 Infectious = tuple[str, datetime, datetime]
 
 
+Query = tuple[str, datetime, datetime]
+
+
 class CandidatePort(Protocol):
     async def visits_of(self, person_key: str, start: datetime, end: datetime) -> list[Visit]: ...
     async def visits_at(
         self, checkpoint_id: str, start: datetime, end: datetime
     ) -> list[Visit]: ...
+    async def visits_of_many(self, queries: Sequence[Query]) -> list[list[Visit]]: ...
+    async def visits_at_many(self, queries: Sequence[Query]) -> list[list[Visit]]: ...
 
 
 class ReportStorePort(Protocol):
@@ -130,7 +135,7 @@ async def _around(
             continue
         old = spans.get(v.checkpoint_id)
         spans[v.checkpoint_id] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
-    found = await asyncio.gather(*(index.visits_at(cp, a, b) for cp, (a, b) in spans.items()))
+    found = await index.visits_at_many([(cp, a, b) for cp, (a, b) in spans.items()])
     return [v for group in found for v in group]
 
 

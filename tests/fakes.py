@@ -298,6 +298,12 @@ class MemoryCandidates:
             if v.checkpoint_id == checkpoint_id and v.t_in < end and v.t_out > start
         ]
 
+    async def visits_of_many(self, queries: Sequence[Any]) -> list[list[Visit]]:
+        return [await self.visits_of(*q) for q in queries]
+
+    async def visits_at_many(self, queries: Sequence[Any]) -> list[list[Visit]]:
+        return [await self.visits_at(*q) for q in queries]
+
 
 class MemoryTracingStore:
     """Reports, their exposures and the infectious intervals, in memory."""
