@@ -384,3 +384,42 @@ async def list_hotspots(clients: ClientsDep) -> list[dict[str, object]]:
         }
         for h in o.hotspots
     ]
+
+
+@router.get("/tracing/summary")
+async def tracing_summary(clients: ClientsDep) -> dict[str, object]:
+    """Aggregates for the dashboard (no one named): reports by status, F1 and F2 flagged,
+    the latest reports, the largest clusters and the hotspots."""
+    since = datetime.now(UTC) - timedelta(days=28)
+    recent = await clients.tracing.recent(since)
+    by_status = {"tracing": 0, "done": 0, "held": 0, "withdrawn": 0}
+    flagged = {"F1": 0, "F2": 0}
+    for state, _, _ in recent:
+        by_status[state.status] = by_status.get(state.status, 0) + 1
+        if state.status == "done":
+            flagged["F1"] += state.counts.get("F1", 0)
+            flagged["F2"] += state.counts.get("F2", 0)
+    latest = sorted(recent, key=lambda r: str(r[0].body.get("reported_at")), reverse=True)[:10]
+    o = await _outbreak(clients)
+    return {
+        "reports": by_status,
+        "flagged": flagged,
+        "latest": [
+            {
+                "report_id": s.report_id,
+                "status": s.status,
+                "counts": s.counts,
+                "reported_at": s.body.get("reported_at"),
+                "preview": s.preview,
+            }
+            for s, _, _ in latest
+        ],
+        "clusters": [
+            {"cluster_id": c.cluster_id, "cases": len(c.cases), "people": c.people}
+            for c in o.clusters[:10]
+        ],
+        "hotspots": [
+            {"checkpoint_id": h.checkpoint_id, "cases": len(h.cases), "last_visit": h.last_visit}
+            for h in o.hotspots[:10]
+        ],
+    }

@@ -36,7 +36,14 @@ HOSTILE_BODIES: list[bytes] = [
     b"\xff\xfe\x00garbage",
 ]
 HOSTILE_PATH_VALUES = ["..%2F..%2Fetc%2Fpasswd", "x" * 3000, "%00", "١٢٣", "imp-../../x"]
-HOSTILE_QUERY = {"limit": "-1", "outcome": "<b>", "filename": "f" * 500}
+HOSTILE_QUERY = {
+    "limit": "-1",
+    "outcome": "<b>",
+    "filename": "f" * 500,
+    "f0": "../" * 60,
+    "since": "yesterday",
+    "until": "2021-13-40",
+}
 
 
 def _paths(platform: Platform) -> list[tuple[str, str]]:
