@@ -55,9 +55,11 @@ def make_redis(url: str) -> Redis:
 #   index keys: ZADD the visits, trim to the window by the key's newest event, EXPIRE;
 #   seen buckets: ZADD the scan ids, count the newly added, trim by event time;
 #   counters: grow by what was newly added only (a replayed batch counts nothing).
-# KEYS: index keys, seen buckets, stats:processed, stats:sec:<now>
+#   the longest visit per checkpoint (v:maxdur): how far back a range read must start.
+# KEYS: index keys, seen buckets, stats:processed, stats:sec:<now>, v:maxdur
 # ARGV: #index keys, #buckets, window, count (0/1), then per key: n, the trim cutoff
-# (exclusive: the key's newest event minus the window), then n (score, member) pairs
+# (exclusive: the key's newest event minus the window), then n (score, member) pairs,
+# then #durations and (checkpoint, seconds) pairs
 _ADD_VISITS = """
 local nkeys, nbuckets = tonumber(ARGV[1]), tonumber(ARGV[2])
 local window, count = ARGV[3], tonumber(ARGV[4])
@@ -84,6 +86,13 @@ if count == 1 and added > 0 then
   redis.call('INCRBY', KEYS[nkeys + nbuckets + 1], added)
   redis.call('INCRBY', KEYS[nkeys + nbuckets + 2], added)
   redis.call('EXPIRE', KEYS[nkeys + nbuckets + 2], 120)
+end
+local ndur = tonumber(ARGV[i])
+local maxdur = KEYS[nkeys + nbuckets + 3]
+for d = 0, ndur - 1 do
+  local cp, secs = ARGV[i + 1 + 2 * d], tonumber(ARGV[i + 2 + 2 * d])
+  local old = tonumber(redis.call('HGET', maxdur, cp) or '0')
+  if secs > old then redis.call('HSET', maxdur, cp, secs) end
 end
 return added
 """
@@ -133,6 +142,10 @@ class VisitIndex:
     def _checkpoint(self, cp: str) -> str:
         return f"{self.p}v:c:{cp}"
 
+    @property
+    def _maxdur(self) -> str:
+        return f"{self.p}v:maxdur"
+
     def _seen_bucket(self, scan_id: str) -> str:
         return f"{self.p}seen:{zlib.crc32(scan_id.encode()) % SEEN_BUCKETS}"
 
@@ -174,16 +187,26 @@ class VisitIndex:
         people: dict[str, dict[str, float]] = defaultdict(dict)
         places: dict[str, dict[str, float]] = defaultdict(dict)
         seen: dict[str, dict[str, float]] = defaultdict(dict)
+        longest: dict[str, int] = {}
         for v in visits:
             t_in = v.t_in.timestamp()
             t_out = int(v.t_out.timestamp())
+            stay = t_out - int(t_in) + 1
+            if stay > longest.get(v.checkpoint_id, 0):
+                longest[v.checkpoint_id] = stay
             people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
             places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = t_in
             seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
         if not seen:
             return 0
         index = {**people, **places}
-        keys = [*index, *seen, f"{self.p}stats:processed", f"{self.p}stats:sec:{now}"]
+        keys = [
+            *index,
+            *seen,
+            f"{self.p}stats:processed",
+            f"{self.p}stats:sec:{now}",
+            self._maxdur,
+        ]
         args: list[str | float | int] = [len(index), len(seen), self.window_s, int(count)]
         for group in (index, seen):
             for members in group.values():
@@ -192,6 +215,10 @@ class VisitIndex:
                 for member, score in members.items():
                     args.append(score)
                     args.append(member)
+        args.append(len(longest))
+        for cp, stay in longest.items():
+            args.append(cp)
+            args.append(stay)
         return int(await asyncio.to_thread(self._add_visits, keys=keys, args=args))
 
     def close_sync(self) -> None:
@@ -221,37 +248,72 @@ class VisitIndex:
         self, queries: Sequence[tuple[str, datetime, datetime]]
     ) -> list[list[Visit]]:
         """:meth:`visits_of` for many (person, start, end) in one round trip."""
-        return await self._many([(self._person(k), k, a, b) for k, a, b in queries], person=True)
+        return await asyncio.to_thread(self._many_sync, queries, True)
 
     async def visits_at_many(
         self, queries: Sequence[tuple[str, datetime, datetime]]
     ) -> list[list[Visit]]:
-        """:meth:`visits_at` for many (checkpoint, start, end) in one round trip."""
-        return await self._many(
-            [(self._checkpoint(c), c, a, b) for c, a, b in queries], person=False
-        )
+        """:meth:`visits_at` for many (checkpoint, start, end): the longest visit seen at
+        each checkpoint bounds how far back its range starts (a shop's is minutes, not
+        the day any visit may last)."""
+        return await asyncio.to_thread(self._many_sync, queries, False)
 
-    async def _many(
-        self, queries: Sequence[tuple[str, str, datetime, datetime]], *, person: bool
+    async def count_at_many(self, queries: Sequence[tuple[str, datetime, datetime]]) -> list[int]:
+        """For each (checkpoint, start, end): how many indexed visits there could overlap it
+        (ZCOUNT over check-ins from the longest stay before start): an upper bound, with no
+        visit read."""
+        return await asyncio.to_thread(self._count_sync, queries)
+
+    def _count_sync(self, queries: Sequence[tuple[str, datetime, datetime]]) -> list[int]:
+        if not queries:
+            return []
+        names = sorted({q[0] for q in queries})
+        longest = cast(list[Any], self._sync.hmget(self._maxdur, names))
+        back = {n: float(d) for n, d in zip(names, longest, strict=True) if d}
+        day = MAX_VISIT.total_seconds()
+        out: list[int] = []
+        for i in range(0, len(queries), 1000):
+            pipe = self._sync.pipeline(transaction=False)
+            for name, start, end in queries[i : i + 1000]:
+                lookback = min(day, back.get(name, day))
+                pipe.zcount(self._checkpoint(name), start.timestamp() - lookback, end.timestamp())
+            out.extend(int(n) for n in cast(list[Any], pipe.execute()))
+        return out
+
+    def _many_sync(
+        self, queries: Sequence[tuple[str, datetime, datetime]], person: bool
     ) -> list[list[Visit]]:
+        """Bulk range reads on the sync client (hiredis parses the replies, several times
+        faster than redis.asyncio), in bounded pipelines."""
         out: list[list[Visit]] = []
-        for i in range(0, len(queries), 1000):  # bounded pipelines
+        back: dict[str, float] = {}
+        if not person and queries:
+            names = sorted({q[0] for q in queries})
+            longest = cast(list[Any], self._sync.hmget(self._maxdur, names))
+            back = {n: float(d) for n, d in zip(names, longest, strict=True) if d}
+        day = MAX_VISIT.total_seconds()
+        for i in range(0, len(queries), 1000):
             part = queries[i : i + 1000]
-            async with self.r.pipeline(transaction=False) as pipe:
-                for key, _, start, end in part:
-                    pipe.zrangebyscore(
-                        key, (start - MAX_VISIT).timestamp(), end.timestamp(), withscores=True
-                    )
-                found = await pipe.execute()
-            for (_, name, start, _), rows in zip(part, found, strict=True):
+            pipe = self._sync.pipeline(transaction=False)
+            for name, start, end in part:
+                key = self._person(name) if person else self._checkpoint(name)
+                lookback = day if person else min(day, back.get(name, day))
+                pipe.zrangebyscore(
+                    key, start.timestamp() - lookback, end.timestamp(), withscores=True
+                )
+            replies = cast(list[Any], pipe.execute())
+            for (name, start, _), rows in zip(part, replies, strict=True):
                 visits = []
+                after = start.timestamp()
                 for m, score in rows:
                     a, b, t_out = str(m).rsplit("|", 2)
+                    if int(t_out) <= after:  # ended before the span: no object made
+                        continue
                     if person:  # member: scan_id|checkpoint_id|t_out
                         visits.append(_visit(a, name, b, float(score), t_out))
                     else:  # member: scan_id|person_key|t_out
                         visits.append(_visit(a, b, name, float(score), t_out))
-                out.append([v for v in visits if v.t_out > start])
+                out.append(visits)
         return out
 
     async def forget_before(self, cutoff: float) -> None:

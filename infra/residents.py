@@ -68,14 +68,22 @@ class ResidentStore:
         pipe.execute()
         return n
 
+    def _bulk(self, build: Callable[[Any], None]) -> list[Any]:
+        pipe = self._sync.pipeline(transaction=False)
+        build(pipe)
+        return list(pipe.execute())
+
     async def ids_of(self, person_keys: Sequence[str]) -> dict[str, str]:
-        """The IDs behind pseudonyms (those of people in the registry)."""
+        """The IDs behind pseudonyms (those of people in the registry): bulk reads on the
+        sync client (hiredis) in a thread."""
         if not person_keys:
             return {}
-        async with self.r.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Any) -> None:
             for k in person_keys:
                 pipe.hget(self._pk(k), k)
-            found = await pipe.execute()
+
+        found = await asyncio.to_thread(self._bulk, build)
         return {k: _s(i) for k, i in zip(person_keys, found, strict=True) if i}
 
     async def household_of(self, person_id: str) -> list[str]:
@@ -92,10 +100,11 @@ class ResidentStore:
         return [m for m, h in zip(members, current, strict=True) if h and _s(h) == _s(household)]
 
     async def districts_of(self, ids: Sequence[str]) -> dict[str, str]:
-        async with self.r.pipeline(transaction=False) as pipe:
+        def build(pipe: Any) -> None:
             for i in ids:
                 pipe.hget(self.key(i), "district")
-            found = await pipe.execute()
+
+        found = await asyncio.to_thread(self._bulk, build) if ids else []
         return {i: _s(d) if d else "" for i, d in zip(ids, found, strict=True)}
 
     async def set_fields(self, changes: dict[str, dict[str, str | None]]) -> None:
@@ -103,7 +112,9 @@ class ResidentStore:
         report, so two reports touching one person never overwrite each other."""
         if not changes:
             return
-        async with self.r.pipeline(transaction=True) as pipe:
+
+        def write() -> None:
+            pipe = self._sync.pipeline(transaction=False)  # each command stands alone
             for person_id, fields in changes.items():
                 put = {k: v for k, v in fields.items() if v is not None}
                 drop = [k for k, v in fields.items() if v is None]
@@ -111,7 +122,9 @@ class ResidentStore:
                     pipe.hset(self.key(person_id), mapping=put)  # type: ignore[arg-type]
                 if drop:
                     pipe.hdel(self.key(person_id), *drop)
-            await pipe.execute()
+            pipe.execute()
+
+        await asyncio.to_thread(write)
 
     async def put_many(self, rows: Sequence[dict[str, str]]) -> int:
         return await asyncio.to_thread(self.put_many_sync, rows)

@@ -321,3 +321,9 @@ class TieredCandidates:
         if self.cold is not None and any(self._cold(q[1]) for q in queries):
             return await self.cold.visits_at_many(queries)
         return await self.hot.visits_at_many(queries)
+
+    async def count_at_many(self, queries: Sequence[Query]) -> list[int]:
+        """Upper bounds of visits (hot window only; beyond it, "unknown": a huge bound)."""
+        if self.cold is not None and any(self._cold(q[1]) for q in queries):
+            return [1 << 40 for _ in queries]
+        return await self.hot.count_at_many(queries)

@@ -6,6 +6,7 @@ crash replays at most the unfinished batch, which the recorder treats idempotent
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from infra import topics
@@ -46,20 +48,20 @@ class FaustDeadLetters:
         log.warning("%d record(s) sent to the dead-letter topic", len(letters))
 
 
-class FaustTracingOut:
-    """The tracer's outputs on Faust topics: exposures keyed by person, report status
-    keyed by report, late visits back to their report on ``f0-reports``."""
+class KafkaTracingOut:
+    """The tracer's outputs, sent with the process's idempotent ``acks=all`` producer:
+    exposures keyed by person, report status keyed by report, late visits back to their
+    report on ``f0-reports``. Each call returns once every record is acknowledged."""
 
-    def __init__(self, exposures: faust.TopicT, status: faust.TopicT, reports: faust.TopicT):
-        self.exposures_topic = exposures
-        self.status_topic = status
-        self.reports_topic = reports
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+        self.producer = producer
+        self.exposures_topic = settings.topic(topics.EXPOSURES)
+        self.status_topic = settings.topic(topics.REPORT_STATUS)
+        self.reports_topic = settings.topic(topics.F0_REPORTS)
 
-    @staticmethod
-    async def _all(sends: list[tuple[faust.TopicT, bytes, bytes]]) -> None:
-        futures = [await topic.send(key=key, value=value) for topic, key, value in sends]
-        for f in futures:
-            await f
+    async def _all(self, sends: list[tuple[str, bytes, bytes]]) -> None:
+        futures = [await self.producer.send(topic, value, key=key) for topic, key, value in sends]
+        await asyncio.gather(*futures)
 
     async def exposures(self, events: Sequence[ExposureFlagged]) -> None:
         await self._all(
@@ -137,11 +139,10 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         store=clients.tracing,
         candidates=clients.candidates,
         people=clients.residents,
-        out=FaustTracingOut(exposures_topic, raw_topic(topics.REPORT_STATUS), reports_topic),
+        out=KafkaTracingOut(clients.producer, settings),
         guard=guard,
         pseudonymize=clients.pseudonymize,
         rulebook=clients.exposure_rules,
-        cards=clients.rules,
         topic=reports_topic.get_topic_name(),
     )
     rulebook = clients.exposure_rules

@@ -17,7 +17,8 @@ The pure rules (:mod:`tracing.exposure`) decide; this module reads, writes and e
 1. ``ExposureFlagged`` (flagged or withdrawn) on ``exposures``, keyed by person;
 2. each person's status in Redis: one field per report (``x:<report_id>``, the tier and
    its date; ``f0:<report_id>`` for the case), so the card rulebook decides the colour
-   and a withdrawal restores exactly what only that report caused;
+   (computed on every read, as a gate check does) and a withdrawal restores exactly what
+   only that report caused;
 3. the report's state last (status, counts, exposures): a crash anywhere replays the
    record, and every write converges (the flags are idempotent by exposure id and
    version).
@@ -29,17 +30,14 @@ the residents' statuses, its preview (counts by tier and district) is published 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 import orjson
 from pydantic import ValidationError
 
-from registry.cards import RuleBook
-from registry.residents import recompute
 from streams.guard import Guard
 from streams.scans import RawRecord
 from tracing.events import (
@@ -80,6 +78,7 @@ class CandidatePort(Protocol):
     ) -> list[Visit]: ...
     async def visits_of_many(self, queries: Sequence[Query]) -> list[list[Visit]]: ...
     async def visits_at_many(self, queries: Sequence[Query]) -> list[list[Visit]]: ...
+    async def count_at_many(self, queries: Sequence[Query]) -> list[int]: ...
 
 
 class ReportStorePort(Protocol):
@@ -114,8 +113,6 @@ class PeoplePort(Protocol):
     async def household_of(self, person_id: str) -> list[str]: ...
     async def districts_of(self, ids: Sequence[str]) -> dict[str, str]: ...
     async def set_fields(self, changes: dict[str, dict[str, str | None]]) -> None: ...
-    async def get_many(self, ids: Sequence[str]) -> list[dict[str, str] | None]: ...
-    async def update_many(self, updates: dict[str, dict[str, str]]) -> None: ...
 
 
 class TracingOutPort(Protocol):
@@ -139,6 +136,10 @@ async def _around(
     return [v for group in found for v in group]
 
 
+def _spans(visits: Sequence[Visit], case: Case) -> list[Query]:
+    return [(v.checkpoint_id, v.t_in, min(v.t_out, case.reported_at)) for v in visits]
+
+
 def _unique(*groups: Iterable[Visit]) -> MemoryVisits:
     return MemoryVisits.of({v.scan_id: v for g in groups for v in g}.values())
 
@@ -151,12 +152,16 @@ async def gather_candidates(
     return visits
 
 
+F1Hook = Callable[[list[Exposure], list[Visit]], Awaitable[None]]
+
+
 async def _gather(
     case: Case,
     index: CandidatePort,
     household: list[str],
     rules: ExposureRules,
     store: ReportStorePort | None,
+    on_f1: F1Hook | None = None,
 ) -> tuple[MemoryVisits, list[Interval], list[Infectious]]:
     """The F0's visits, everyone near them, the F1s' own visits and everyone near those.
 
@@ -169,22 +174,19 @@ async def _gather(
     if store is not None:
         await store.register(case.report_id, [], [f0_span])
     f0_visits = await index.visits_of(case.person_key, window.start, window.end)
-    stage = _unique(f0_visits)
-    f0_intervals = intervals_of(case, [], stage, rules)
     if store is not None:
-        await store.register(case.report_id, f0_intervals, [])
+        await store.register(case.report_id, intervals_of(case, [], _unique(f0_visits), rules), [])
     near_f0 = await _around(index, f0_visits, window.start, window.end)
-    stage = _unique(f0_visits, near_f0)
-    f1 = [e for e in trace(case, stage, household, rules) if e.tier == "F1"]
+    f1 = [e for e in trace(case, _unique(f0_visits, near_f0), household, rules) if e.tier == "F1"]
     f1_spans: list[Infectious] = [(e.person_key, e.overlap_start, case.reported_at) for e in f1]
     if store is not None:
         await store.register(case.report_id, [], f1_spans)
-    theirs = await asyncio.gather(*(index.visits_of(p, start, end) for p, start, end in f1_spans))
-    f1_visits = [v for group in theirs for v in group]
-    stage = _unique(f0_visits, near_f0, f1_visits)
-    intervals = intervals_of(case, f1, stage, rules)
+    f1_visits = [v for group in await index.visits_of_many(f1_spans) for v in group]
+    intervals = intervals_of(case, f1, _unique(f0_visits, f1_visits), rules)
     if store is not None:
         await store.register(case.report_id, intervals, [])
+    if on_f1 is not None:  # the F1s are final here: the F2s only need the reads below
+        await on_f1(f1, f1_visits)
     near_f1 = await _around(index, f1_visits, window.start, case.reported_at)
     return _unique(f0_visits, near_f0, f1_visits, near_f1), intervals, [f0_span, *f1_spans]
 
@@ -247,7 +249,6 @@ class Tracer:
         guard: Guard,
         pseudonymize: Callable[[str], str],
         rulebook: ExposureRuleBook,
-        cards: RuleBook,
         topic: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -258,7 +259,6 @@ class Tracer:
         self.guard = guard
         self.pseudonymize = pseudonymize
         self.rulebook = rulebook
-        self.cards = cards
         self.topic = topic
         self.clock = clock
 
@@ -357,19 +357,45 @@ class Tracer:
             # an approval holds for corrections of the same report, not after a withdrawal
             approved=approve
             or (state is not None and state.approved and state.status != "withdrawn"),
+            rule_version=rules.version,
         )
         if state is not None and state.person_key != case.person_key:
             # A correction naming another person: the first one is no longer this F0.
             await self.store.forget_person(new, state.person_key)
             await self.people.set_fields({state.person_id: {f"f0:{report.report_id}": None}})
-            await self._recolour([state.person_id])
         household = [self.pseudonymize(i) for i in await self.people.household_of(report.person_id)]
+        applied = await self.store.exposures(report.report_id)
+
+        async def f1_first(f1: list[Exposure], f1_visits: list[Visit]) -> None:
+            """Flag the F1s before the F2s are traced, when the brake cannot engage: the
+            F1s plus an upper bound of the F2s (every visit at the F1s' places while they
+            were there, counted in Redis) stay within the limit, or it was approved."""
+            nonlocal applied
+            if not new.approved:
+                bound = await self.candidates.count_at_many(_spans(f1_visits, case))
+                if len(f1) + sum(bound) > rules.hold_above:
+                    return  # decided once the F2s are known
+            f1_keys = {e.person_key for e in f1}
+            interim = [*f1, *(e for e in applied if e.tier == "F2" and e.person_key not in f1_keys)]
+            ids, district = await self._people_of(interim, applied, case)
+            await self._apply(new, applied, interim, district, ids, rec)
+            applied = interim
+
         visits, intervals, spans = await _gather(
-            case, self.candidates, household, rules, self.store
+            case, self.candidates, household, rules, self.store, f1_first
         )
         exposures = trace(case, visits, household, rules)
         await self.store.unregister(report.report_id, intervals, spans)
-        await self._settle(new, case, rules, exposures, visits, rec)
+        await self._settle(new, case, rules, exposures, visits, rec, applied)
+
+    async def _people_of(
+        self, exposures: Sequence[Exposure], applied: Sequence[Exposure], case: Case
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """(person key → ID, person key → district) of everyone involved."""
+        keys = sorted({e.person_key for e in [*exposures, *applied]} | {case.person_key})
+        ids = await self.people.ids_of(keys)
+        districts = await self.people.districts_of(sorted(set(ids.values())))
+        return ids, {k: districts.get(i, "") for k, i in ids.items()}
 
     async def _settle(
         self,
@@ -379,9 +405,9 @@ class Tracer:
         exposures: list[Exposure],
         visits: MemoryVisits,
         rec: RawRecord,
+        applied: list[Exposure],
     ) -> None:
         """Hold the report, or apply the difference from what was applied before."""
-        applied = await self.store.exposures(state.report_id)
         window = infectious_window(case, rules)
         state.window_start, state.window_end = window.start.isoformat(), window.end.isoformat()
         state.rule_version = rules.version
@@ -389,10 +415,7 @@ class Tracer:
         state.partition, state.offset = rec.partition, rec.offset
         state.updated_at = stamp()
         f0_visits = visits.of_person(case.person_key, window)
-        keys = sorted({e.person_key for e in [*exposures, *applied]} | {case.person_key})
-        ids = await self.people.ids_of(keys)
-        districts = await self.people.districts_of(sorted(set(ids.values())))
-        district = {k: districts.get(i, "") for k, i in ids.items()}
+        ids, district = await self._people_of(exposures, applied, case)
         if len(exposures) > rules.hold_above and not state.approved:
             # The brake: nothing changes for the residents until an official approves;
             # whatever an earlier version of the report applied stays as it was.
@@ -407,13 +430,12 @@ class Tracer:
                 rules.hold_above,
             )
             return
-        changed = await self._apply(state, applied, exposures, district, ids, rec)
+        await self._apply(state, applied, exposures, district, ids, rec)
         f0_id = ids.get(case.person_key)
         if f0_id is not None:
             await self.people.set_fields(
                 {f0_id: {f"f0:{state.report_id}": str(state.body["sample_time"])}}
             )
-        await self._recolour([*changed, *([f0_id] if f0_id else [])])
         state.status = "done"
         state.preview = None
         await self.store.save(state, exposures, f0_visits=f0_visits, pending=[])
@@ -460,16 +482,6 @@ class Tracer:
         await self.people.set_fields(fields)
         return list(fields)
 
-    async def _recolour(self, person_ids: Sequence[str]) -> None:
-        """Refresh the cached colour (analytics); a gate check computes it afresh anyway."""
-        ids = sorted(set(person_ids))
-        if not ids:
-            return
-        now = self.clock()
-        found = await self.people.get_many(ids)
-        updates = {i: recompute(f, self.cards, now) for i, f in zip(ids, found, strict=True) if f}
-        await self.people.update_many(updates)
-
     def _status_event(self, state: ReportState) -> ReportStatusChanged:
         return ReportStatusChanged(
             report_id=state.report_id,
@@ -483,11 +495,9 @@ class Tracer:
     async def _withdraw(self, state: ReportState, rec: RawRecord) -> None:
         applied = await self.store.exposures(state.report_id)
         ids = await self.people.ids_of(sorted({e.person_key for e in applied} | {state.person_key}))
-        changed = await self._apply(state, applied, [], {}, ids, rec)
+        await self._apply(state, applied, [], {}, ids, rec)
         if state.person_key in ids:
             await self.people.set_fields({ids[state.person_key]: {f"f0:{state.report_id}": None}})
-            changed.append(ids[state.person_key])
-        await self._recolour(changed)
         await self.store.unregister(state.report_id)
         state.status = "withdrawn"
         state.counts = {"F1": 0, "F2": 0}
@@ -544,4 +554,5 @@ class Tracer:
             await self.store.save(state)
             return
         f0_visits = await self.candidates.visits_of(case.person_key, window.start, window.end)
-        await self._settle(state, case, rules, step, _unique(f0_visits), rec)
+        applied = current if state.status == "done" else await self.store.exposures(state.report_id)
+        await self._settle(state, case, rules, step, _unique(f0_visits), rec, applied)

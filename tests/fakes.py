@@ -304,6 +304,9 @@ class MemoryCandidates:
     async def visits_at_many(self, queries: Sequence[Any]) -> list[list[Visit]]:
         return [await self.visits_at(*q) for q in queries]
 
+    async def count_at_many(self, queries: Sequence[Any]) -> list[int]:
+        return [len(await self.visits_at(*q)) for q in queries]
+
 
 class MemoryTracingStore:
     """Reports, their exposures and the infectious intervals, in memory."""

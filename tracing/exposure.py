@@ -17,6 +17,7 @@ Rules (DESIGN.md "Exposure", Ministry of Health definitions; every number config
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -102,10 +103,15 @@ class VisitLookup(Protocol):
 
 @dataclass
 class MemoryVisits:
-    """A :class:`VisitLookup` over visits in memory (the agent fills one from Redis)."""
+    """A :class:`VisitLookup` over visits in memory (the agent fills one from Redis).
+
+    Each person's and each checkpoint's visits are kept sorted by check-in, with the
+    longest stay among them, so a lookup bisects to the visits that can overlap."""
 
     by_person: dict[str, list[Visit]] = field(default_factory=dict)
     by_checkpoint: dict[str, list[Visit]] = field(default_factory=dict)
+    _starts: dict[tuple[bool, str], list[datetime]] = field(default_factory=dict)
+    _longest: dict[tuple[bool, str], timedelta] = field(default_factory=dict)
 
     @classmethod
     def of(cls, visits: Iterable[Visit]) -> MemoryVisits:
@@ -113,13 +119,27 @@ class MemoryVisits:
         for v in visits:
             lookup.by_person.setdefault(v.person_key, []).append(v)
             lookup.by_checkpoint.setdefault(v.checkpoint_id, []).append(v)
+        for person, group in ((True, lookup.by_person), (False, lookup.by_checkpoint)):
+            for name, items in group.items():
+                items.sort(key=lambda v: v.t_in)
+                lookup._starts[(person, name)] = [v.t_in for v in items]
+                lookup._longest[(person, name)] = max(v.t_out - v.t_in for v in items)
         return lookup
 
+    def _find(self, person: bool, name: str, window: Window) -> list[Visit]:
+        items = (self.by_person if person else self.by_checkpoint).get(name)
+        if not items:
+            return []
+        starts = self._starts[(person, name)]
+        lo = bisect_left(starts, window.start - self._longest[(person, name)])
+        hi = bisect_left(starts, window.end)
+        return [v for v in items[lo:hi] if v.t_out > window.start]
+
     def of_person(self, person_key: str, window: Window) -> Sequence[Visit]:
-        return [v for v in self.by_person.get(person_key, ()) if _meets(v, window)]
+        return self._find(True, person_key, window)
 
     def at_checkpoint(self, checkpoint_id: str, window: Window) -> Sequence[Visit]:
-        return [v for v in self.by_checkpoint.get(checkpoint_id, ()) if _meets(v, window)]
+        return self._find(False, checkpoint_id, window)
 
 
 def _meets(v: Visit, w: Window) -> bool:
@@ -162,7 +182,8 @@ def co_locations(
     rules: ExposureRules,
 ) -> list[Contact]:
     """Every overlap of ≥ min_overlap between ``source``'s visits and anyone else's at the
-    same checkpoint, inside ``window`` (the evidence behind F1, F2 and a contact list)."""
+    same checkpoint, inside ``window`` (the evidence behind F1, F2 and a contact list),
+    in no particular order."""
     found = []
     for v in source_visits:
         clipped = Window(max(v.t_in, window.start), min(v.t_out, window.end))
@@ -174,7 +195,7 @@ def co_locations(
             span = _overlap(v, c, window)
             if span is not None and span[1] - span[0] >= rules.min_overlap:
                 found.append(Contact(c.person_key, v.checkpoint_id, span[0], span[1]))
-    return sorted(found, key=lambda c: (c.person_key, c.overlap_start, c.checkpoint_id))
+    return found
 
 
 def _contacts(

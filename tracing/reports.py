@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import orjson
@@ -87,8 +87,12 @@ def preview(exposures: Iterable[Exposure], district: dict[str, str]) -> dict[str
     return {tier: dict(sorted(c.items())) for tier, c in by.items()}
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
 def _t(value: datetime) -> float:
-    return value.timestamp()
+    return (value - EPOCH) / SECOND
 
 
 def _dt(value: float) -> datetime:

@@ -301,7 +301,10 @@ async def contacts(
                 v.checkpoint_id, max(v.t_in, since), min(v.t_out, until)
             )
         )
-    found = co_locations(key, own, Window(since, until), MemoryVisits.of([*own, *near]), rules)
+    found = sorted(
+        co_locations(key, own, Window(since, until), MemoryVisits.of([*own, *near]), rules),
+        key=lambda c: (c.overlap_start, c.person_key, c.checkpoint_id),
+    )
     ids = await clients.residents.ids_of(sorted({c.person_key for c in found}))
     await audit(clients, x_actor, "contacts", person_id, x_purpose)
     return [

@@ -101,7 +101,6 @@ class World:
             guard=Guard(self.dead, AgentHealth(), retry_delay=0.001, max_delay=0.002),
             pseudonymize=lambda i: "k" + i,
             rulebook=self.rulebook,
-            cards=CARDS,
             topic="f0-reports",
             clock=lambda: NOW,
         )

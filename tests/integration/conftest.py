@@ -116,7 +116,7 @@ class Platform:
         stats: dict[str, object] = {}
         while time.monotonic() < deadline:
             stats = self.stats()
-            if stats["scans_processed"] >= n and stats["lag"] == 0:
+            if int(stats["scans_processed"]) >= n and stats["lag"] == 0:  # type: ignore[call-overload]
                 return stats
             time.sleep(0.5)
         raise AssertionError(f"not processed in {timeout}s: {stats}")
