@@ -305,10 +305,20 @@ def main() -> None:
             late_s = []
             for j in range(args.late):
                 key = f0s[j % len(f0s)]
-                visit = rng.choice(recent[key])
+                late_now = datetime.now(UTC)
+                usable = [
+                    v
+                    for v in recent[key]
+                    if v.t_out - v.t_in >= timedelta(minutes=20)
+                    and v.t_in + timedelta(minutes=30) < late_now
+                    and v.t_in > late_now - timedelta(days=2, hours=20)
+                ]
+                if not usable:
+                    continue
+                visit = rng.choice(usable)
                 person = rng.choice(ids)
                 report = posted[j % len(f0s)]
-                start = max(visit.t_in, visit.t_out - timedelta(minutes=30))
+                start = visit.t_in
                 scan = {
                     "scan_id": f"late-{uuid.uuid4().hex}",
                     "person_id": person,

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse
 from infra.redis_store import VisitIndex
-from tracing.exposure import Exposure, ExposureRules, Interval
+from tracing.exposure import Exposure, ExposureRules, Interval, spends
 from tracing.reports import (
     ReportState,
     dump_exposures,
@@ -231,7 +231,7 @@ class TracingStore:
         for v in visits:
             for member in reports.get(v.person_key, ()):
                 report_id, start, end = _s(member).rsplit("|", 2)
-                if v.t_in < _from_ts(end) and v.t_out > _from_ts(start):
+                if spends(v, _from_ts(start), _from_ts(end), rules):
                     out.add((report_id, v))
         return sorted(out, key=lambda pair: (pair[0], pair[1].t_in, pair[1].scan_id))
 

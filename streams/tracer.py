@@ -31,6 +31,7 @@ the residents' statuses, its preview (counts by tier and district) is published 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -381,12 +382,19 @@ class Tracer:
             await self._apply(new, applied, interim, district, ids, rec)
             applied = interim
 
+        t0 = time.perf_counter()
         visits, intervals, spans = await _gather(
             case, self.candidates, household, rules, self.store, f1_first
         )
         exposures = trace(case, visits, household, rules)
         await self.store.unregister(report.report_id, intervals, spans)
         await self._settle(new, case, rules, exposures, visits, rec, applied)
+        log.info(
+            "report %s traced in %.0f ms: %s",
+            report.report_id,
+            (time.perf_counter() - t0) * 1000,
+            new.counts,
+        )
 
     async def _people_of(
         self, exposures: Sequence[Exposure], applied: Sequence[Exposure], case: Case
@@ -415,8 +423,8 @@ class Tracer:
         state.partition, state.offset = rec.partition, rec.offset
         state.updated_at = stamp()
         f0_visits = visits.of_person(case.person_key, window)
-        ids, district = await self._people_of(exposures, applied, case)
         if len(exposures) > rules.hold_above and not state.approved:
+            _, district = await self._people_of(exposures, [], case)
             # The brake: nothing changes for the residents until an official approves;
             # whatever an earlier version of the report applied stays as it was.
             state.status = "held"
@@ -430,6 +438,11 @@ class Tracer:
                 rules.hold_above,
             )
             return
+        # Only the people whose flag changes are looked up (a late scan changes one or two).
+        before = {e.person_key: e for e in applied}
+        after = {e.person_key: e for e in exposures}
+        moved = [e for k, e in {**before, **after}.items() if before.get(k) != after.get(k)]
+        ids, district = await self._people_of(moved, [], case)
         await self._apply(state, applied, exposures, district, ids, rec)
         f0_id = ids.get(case.person_key)
         if f0_id is not None:

@@ -359,13 +359,15 @@ class MemoryTracingStore:
         self.people[report_id] &= set(keep_people)
 
     async def touched(self, visits: Sequence[Visit], rules: Any) -> list[tuple[str, Visit]]:
+        from tracing.exposure import spends
+
         out = set()
         for v in visits:
             for report_id, intervals in self.intervals.items():
                 if any(i.touches(v, rules) for i in intervals):
                     out.add((report_id, v))
             for report_id, people in self.people.items():
-                if any(p == v.person_key and v.t_in < b and v.t_out > a for p, a, b in people):
+                if any(p == v.person_key and spends(v, a, b, rules) for p, a, b in people):
                     out.add((report_id, v))
         return sorted(out, key=lambda pair: (pair[0], pair[1].scan_id))
 

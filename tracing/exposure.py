@@ -366,13 +366,19 @@ class Interval:
         if visit.checkpoint_id != self.checkpoint_id:
             return False
         if visit.person_key == self.person_key:
-            return True
+            return spends(visit, self.window_start, self.window_end, rules)
         span = _overlap(
             Visit("", self.person_key, self.checkpoint_id, self.t_in, self.t_out, ""),
             visit,
             Window(self.window_start, self.window_end),
         )
         return span is not None and span[1] - span[0] >= rules.min_overlap
+
+
+def spends(visit: Visit, start: datetime, end: datetime, rules: ExposureRules) -> bool:
+    """Does an infectious person's own visit last ≥ min_overlap inside their window (so
+    that it could expose someone)? Scans after isolation, or passing through, cannot."""
+    return min(visit.t_out, end) - max(visit.t_in, start) >= rules.min_overlap
 
 
 def intervals_of(

@@ -118,6 +118,21 @@ def prepare(p: Platform, tmp: Path) -> None:
     p.wait_processed(len(SCANS))
 
 
+def consumer_lag(p: Platform, topic: str) -> int:
+    """Records of ``topic`` the platform's consumer group has not committed yet."""
+    from infra.kafka_io import KafkaLag
+
+    async def read() -> int:
+        lag = KafkaLag(p.settings)
+        await lag.start()
+        try:
+            return await lag.lag(topic)
+        finally:
+            await lag.stop()
+
+    return asyncio.run(read())
+
+
 def flags_on_kafka(p: Platform, expected: int) -> list[dict]:  # type: ignore[type-arg]
     async def read() -> list[dict]:  # type: ignore[type-arg]
         consumer = AIOKafkaConsumer(
@@ -185,6 +200,14 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     ]
     contacts = httpx.get(f"{platform.url}/v1/contacts/{IDS['A']}").json()
     assert {c["person_id"] for c in contacts} == {IDS["C"], IDS["D"]}
+    (cluster,) = httpx.get(f"{platform.url}/v1/clusters").json()
+    assert cluster["cases"] == 1 and cluster["people"] >= 6
+    graph = httpx.get(f"{platform.url}/v1/clusters/{cluster['cluster_id']}/graph").json()
+    tiers = sorted(n["tier"] for n in graph["nodes"] if n["tier"] != "place")
+    assert tiers == ["F0", "F1", "F1", "F1", "F2", "F2"]
+    assert {e["reason"] for e in graph["edges"]} == {"co-location", "household"}
+    assert IDS["C"] not in str(graph)  # pseudonymous
+    assert httpx.get(f"{platform.url}/v1/hotspots").json() == []  # one F0 only
     flags = flags_on_kafka(platform, 5)
     assert {f["tier"] for f in flags} == {"F1", "F2"} and not any(f["withdrawn"] for f in flags)
     assert all("person_id" not in f for f in flags)  # pseudonymous on Kafka
@@ -230,6 +253,46 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     assert all(colour(platform, n) != "red" for n in NAMES)
     put = httpx.put(f"{platform.url}/v1/reports/f0/r1", json=fixed, timeout=10)
     assert put.status_code == 409 and "withdrawn" in put.json()["error"]
+
+    # An f0-positives import feeds the same topic: X is reported, and traced.
+    csv = "person_id,name,dob,sample_time,reported_at\n" + (
+        f"{IDS['X']},Nguyễn Văn X,1990-01-01,{(T0 + timedelta(hours=11)).isoformat()},"
+        f"{(T0 + timedelta(hours=12, minutes=30)).isoformat()}\n"
+    )
+    r = httpx.post(
+        f"{platform.url}/v1/imports/f0-positives?filename=f0.csv", content=csv.encode(), timeout=60
+    )
+    assert r.status_code == 201 and r.json()["outcomes"]["matched"] == 1, r.text
+    found = wait_for(
+        lambda: httpx.get(f"{platform.url}/v1/exposures", params={"f0": IDS["X"]}),
+        lambda r: r.status_code == 200 and len(r.json()) == 1,
+    )
+    (c_again,) = found.json()
+    assert c_again["person_id"] == IDS["C"] and c_again["checkpoint_id"] == "cp3"
+    assert colour(platform, "X") == "red"
+
+    # ClickHouse holds every flag, pseudonymous, the last version of each: the seven of
+    # r1 withdrawn, C's from the import flagged (once the sink agent committed them all).
+    wait_for(lambda: consumer_lag(platform, "exposures"), lambda lag: lag == 0, 30)
+    platform.stop()
+    from infra.clickhouse import ClickHouse
+
+    ch = ClickHouse(platform.settings.clickhouse_url, platform.settings.clickhouse.database)
+    try:
+        rows = ch.call(
+            lambda c: (
+                c.query(
+                    "SELECT report_id, withdrawn, count() FROM "
+                    f"{ch.db}.exposures FINAL GROUP BY report_id, withdrawn ORDER BY report_id"
+                ).result_rows
+            )
+        )
+        text = str(ch.call(lambda c: c.query(f"SELECT * FROM {ch.db}.exposures").result_rows))
+    finally:
+        ch.close()
+    assert [(r, w, n) for r, w, n in rows if r == "r1"] == [("r1", 1, 7)]
+    assert [w for r, w, _ in rows if r.startswith("imp-")] == [0]
+    assert not any(pid in text for pid in IDS.values())
 
 
 def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
