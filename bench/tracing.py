@@ -253,7 +253,7 @@ def main() -> None:
         watch = FlagWatch(settings)
         await watch.start()
         stop = asyncio.Event()
-        feeder = asyncio.create_task(
+        feeder = asyncio.create_task(  # noqa: RUF006 - awaited below
             feed(platform.url, ids[:50_000], [p for p, _ in places], args.ingest, stop)
         )
         await asyncio.sleep(3)
