@@ -48,6 +48,7 @@ bench: services ## Benchmarks: each prints its figure and its ratio to a raw bas
 	PYTHONPATH=. $(BIN)/python bench/ingest.py $(ARGS)
 	PYTHONPATH=. $(BIN)/python bench/imports.py
 	PYTHONPATH=. $(BIN)/python bench/gate.py
+	PYTHONPATH=. $(BIN)/python bench/tracing.py
 
 status: setup ## Show the embedded services
 	$(BIN)/dancu services status

@@ -64,5 +64,5 @@ async def open_stores(
             producer = make_producer(settings)
             await producer.start()
             stack.push_async_callback(producer.stop)
-            stores.health_records = KafkaHealthRecords(producer, settings)
+            stores.health_records = KafkaHealthRecords(producer, settings, pseudonymize)
         yield stores

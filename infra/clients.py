@@ -174,7 +174,7 @@ class Clients:
             pseudonymize=pseudonymize,
             residents=ResidentStore(redis, settings.redis_prefix, pseudonymize),
             ledger=ImportLedger(redis, settings.redis_prefix, settings.data_dir.resolve()),
-            health_records=KafkaHealthRecords(producer, settings),
+            health_records=KafkaHealthRecords(producer, settings, pseudonymize),
             analytics=ClickHouseRegistry(ch),
             rules=load_rulebook(),
             health=AgentHealth(),

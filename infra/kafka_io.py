@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -140,10 +140,18 @@ class KafkaHealthRecords:
     person's records reach one worker in order. ``send`` returns once every message is
     acknowledged by all in-sync replicas."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings):
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+        pseudonymize: Callable[[str], str] | None = None,
+    ):
         self.producer = producer
         self.topic = settings.topic(topics.HEALTH_RECORDS)
         self.reports = settings.topic(topics.F0_REPORTS)
+        # Report IDs travel on to exposures and ClickHouse: keyed, never a plain hash of
+        # the ID number and sample time (which a dictionary attack would invert).
+        self.pseudonymize = pseudonymize or (lambda text: text)
 
     async def _report_f0s(self, events: list[dict[str, object]]) -> list[asyncio.Future[object]]:
         """The f0-positives import feeds ``f0-reports`` too (the same topic as
@@ -155,7 +163,7 @@ class KafkaHealthRecords:
                 continue
             record = e["record"]
             assert isinstance(record, dict)
-            report_id = f"imp-{str(e['record_id'])[:24]}"
+            report_id = f"imp-{self.pseudonymize('report:' + str(e['record_id']))[:24]}"
             body = {
                 "action": "report",
                 "report_id": report_id,

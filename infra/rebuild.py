@@ -1,5 +1,5 @@
 """Rebuilding Redis from ClickHouse (Redis is live state, not the record): the visit
-indexes, checkpoints, and residents' statuses."""
+indexes, checkpoints, residents' statuses, and the exposures still flagged."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from infra.redis_store import CheckpointDirectory, VisitIndex
 from infra.residents import ClickHouseRegistry, ResidentStore
 from registry.cards import RuleBook
 from registry.rebuild import rebuild_statuses
+from tracing.exposure import Exposure
+from tracing.reports import status_entry
 
 
 async def rebuild_visit_index(
@@ -38,11 +40,42 @@ async def rebuild_visit_index(
     return restored
 
 
+async def rebuild_exposures(clickhouse: ClickHouse, residents: ResidentStore) -> int:
+    """Every exposure still flagged (the ClickHouse ``exposures`` table, last version of
+    each) back on its resident (``x:<report_id>``), so F1 and F2 statuses survive a loss
+    of Redis; returns how many were restored (people in the registry only)."""
+    sql = (
+        "SELECT report_id, person_key, tier, via_key, reason, checkpoint_id, overlap_start, "
+        f"overlap_end FROM {clickhouse.db}.exposures FINAL WHERE withdrawn = 0"
+    )
+    rows = await asyncio.to_thread(clickhouse.call, lambda c: list(c.query(sql).result_rows))
+    exposures = [
+        Exposure(str(r), str(k), t, str(via), reason, cp or None, _utc(a), _utc(b))
+        for r, k, t, via, reason, cp, a, b in rows
+    ]
+    restored = 0
+    for i in range(0, len(exposures), 10_000):
+        part = exposures[i : i + 10_000]
+        ids = await residents.ids_of(sorted({e.person_key for e in part}))
+        changes: dict[str, dict[str, str | None]] = {}
+        for e in part:
+            if e.person_key in ids:
+                changes.setdefault(ids[e.person_key], {})[f"x:{e.report_id}"] = status_entry(e)
+                restored += 1
+        await residents.set_fields(changes)
+    return restored
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 @dataclass
 class Rebuilt:
     visits_restored: int
     residents_restored: int
     checkpoints_restored: int
+    exposures_restored: int = 0
 
 
 async def rebuild_all(
@@ -71,4 +104,6 @@ async def rebuild_all(
         progress=lambda n: progress("residents", n),
     )
     visits = await rebuild_visit_index(clickhouse, index, window, lambda n: progress("visits", n))
-    return Rebuilt(visits, people, len(cps))
+    await residents.index_people()  # pseudonym → ID and households, for tracing
+    exposures = await rebuild_exposures(clickhouse, residents)
+    return Rebuilt(visits, people, len(cps), exposures)

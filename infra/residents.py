@@ -73,6 +73,30 @@ class ResidentStore:
         build(pipe)
         return list(pipe.execute())
 
+    async def index_people(self, chunk: int = 5000) -> int:
+        """(Re)build the pseudonym → ID map and the household sets from the residents'
+        hashes (a registry loaded before they existed, or after a loss); idempotent."""
+        assert self.pseudonymize is not None, "indexing people needs the pseudonymizer"
+        pseudonymize = self.pseudonymize
+        n = 0
+        async for ids in self.chunks_of_ids(chunk):
+
+            def write(ids: list[str] = ids) -> None:
+                pipe = self._sync.pipeline(transaction=False)
+                for i in ids:
+                    pipe.hget(self.key(i), "household")
+                homes = pipe.execute()
+                pipe = self._sync.pipeline(transaction=False)
+                for i, home in zip(ids, homes, strict=True):
+                    pipe.hset(self._pk(key := pseudonymize(i)), key, i)
+                    if home:
+                        pipe.sadd(self._household(_s(home)), i)
+                pipe.execute()
+
+            await asyncio.to_thread(write)
+            n += len(ids)
+        return n
+
     async def ids_of(self, person_keys: Sequence[str]) -> dict[str, str]:
         """The IDs behind pseudonyms (those of people in the registry): bulk reads on the
         sync client (hiredis) in a thread."""

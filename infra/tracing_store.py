@@ -97,6 +97,19 @@ class TracingStore:
             pipe.sadd(f"{self.p}rep:by:{state.person_key}", state.report_id)
             await pipe.execute()
 
+    async def submit(self, report_id: str, body: dict[str, object]) -> int:
+        """An API submission (POST/PUT): numbered, kept beside the tracer's state (which
+        only the tracer writes), so a read can tell it is still being traced."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hincrby(self._rep(report_id), "seq", 1)
+            pipe.hset(self._rep(report_id), "submitted", orjson.dumps(body))
+            seq, _ = await pipe.execute()
+        return int(seq)
+
+    async def submitted(self, report_id: str) -> tuple[int, dict[str, object]] | None:
+        seq, body = await self.r.hmget(self._rep(report_id), ["seq", "submitted"])  # type: ignore[misc]
+        return (int(seq), orjson.loads(body)) if seq and body else None
+
     async def forget_person(self, state: ReportState, person_key: str) -> None:
         """A corrected report names another person: it no longer belongs to this one."""
         await self.r.srem(f"{self.p}rep:by:{person_key}", state.report_id)  # type: ignore[misc]
@@ -235,19 +248,43 @@ class TracingStore:
                     out.add((report_id, v))
         return sorted(out, key=lambda pair: (pair[0], pair[1].t_in, pair[1].scan_id))
 
+    async def expired(self, retention: timedelta) -> list[ReportState]:
+        """Reports older than ``retention`` before the newest report (event time)."""
+        newest = await self.r.zrevrange(f"{self.p}reps", 0, 0, withscores=True)
+        if not newest:
+            return []
+        cutoff = float(newest[0][1]) - retention.total_seconds()
+        ids = await self.r.zrangebyscore(f"{self.p}reps", "-inf", f"({cutoff}", start=0, num=500)
+        states = [await self.get(_s(cast(str, i))) for i in ids]
+        return [s for s in states if s is not None]
+
+    async def drop(self, state: ReportState) -> None:
+        """Forget a report entirely (after :meth:`expired`, once its people are cleared)."""
+        await self.unregister(state.report_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(self._rep(state.report_id))
+            pipe.zrem(f"{self.p}reps", state.report_id)
+            pipe.srem(f"{self.p}rep:by:{state.person_key}", state.report_id)
+            await pipe.execute()
+
     async def prune(self) -> None:
-        """Drop set entries whose intervals expired (by event time, or their TTL)."""
+        """Drop set entries whose intervals expired (by event time, or their TTL): each
+        check-and-remove is atomic, so a registration in between is never undone."""
         for name, pattern in (("inf:cps", "inf:c:"), ("inf:people", "inf:p:")):
-            members = [_s(m) for m in await self.r.smembers(f"{self.p}{name}")]  # type: ignore[misc]
-            if not members:
-                continue
-            async with self.r.pipeline(transaction=False) as pipe:
-                for m in members:
-                    pipe.exists(f"{self.p}{pattern}{m}")
-                alive = await pipe.execute()
-            dead = [m for m, a in zip(members, alive, strict=True) if not a]
-            if dead:
-                await self.r.srem(f"{self.p}{name}", *dead)  # type: ignore[misc]
+            await self.r.eval(_PRUNE, 1, f"{self.p}{name}", f"{self.p}{pattern}")  # type: ignore[misc]
+
+
+# KEYS[1]: an index set; ARGV[1]: the key prefix of its members' own keys.
+_PRUNE = """
+local gone = 0
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. m) == 0 then
+    redis.call('SREM', KEYS[1], m)
+    gone = gone + 1
+  end
+end
+return gone
+"""
 
 
 class ClickHouseCandidates:

@@ -30,6 +30,7 @@ from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
 from streams.tracer import Tracer
 from tracing.events import DeadLetter, ExposureFlagged, ReportStatusChanged, validation_errors
+from tracing.reports import REPORT_RETENTION
 from tracing.visits import Visit
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,11 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     async def prune_intervals() -> None:
         try:
             await clients.tracing.prune()
+            expired = await tracer.expire(REPORT_RETENTION)
+            if expired:
+                log.info("forgot %d report(s) past the retention", expired)
         except Exception as exc:  # a store away: the next round tries again
-            log.warning("pruning expired infectious intervals failed: %s", exc)
+            log.warning("pruning expired tracing state failed: %s", exc)
 
     @app.timer(interval=3600.0)
     async def forget_old_scans() -> None:

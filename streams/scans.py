@@ -155,28 +155,29 @@ class ScanRecorder:
             log.exception("dedup lookup refused; writing the batch without it")
             flags = [True] * len(unique)
         fresh = [s for s, ok in zip(unique.values(), flags, strict=True) if ok]
+        seen = [s for s, ok in zip(unique.values(), flags, strict=True) if not ok]
         result.duplicates = len(scans) - len(fresh)
-        if not fresh:
+        # A replay re-joins the scans it finds already indexed: a crash between the index
+        # write and the join must not lose a late exposure (a join that changes nothing
+        # is harmless).
+        rejoin = seen if self.join is not None else []
+        if not fresh and not rejoin:
             return result
         try:
             places = await self.guard.retry(
-                "checkpoint lookup", lambda: self.places.lookup({s.checkpoint_id for s in fresh})
+                "checkpoint lookup",
+                lambda: self.places.lookup({s.checkpoint_id for s in [*fresh, *rejoin]}),
             )
         except Exception:
             log.exception("checkpoint lookup refused; visits go without district")
             places = {}
-        # Without a check-out a visit lasts its checkpoint type's dwell (exposure rules).
-        pairs = [
-            (
-                s,
-                visit_from_scan(
-                    s,
-                    self.pseudonymize(s.person_id),
-                    self.dwell(s.ts, (places.get(s.checkpoint_id) or {}).get("type")),
-                ),
-            )
-            for s in fresh
-        ]
+
+        def pair(s: ScanRecorded) -> tuple[ScanRecorded, Visit]:
+            # Without a check-out a visit lasts its checkpoint type's dwell (the rules).
+            kind = (places.get(s.checkpoint_id) or {}).get("type")
+            return s, visit_from_scan(s, self.pseudonymize(s.person_id), self.dwell(s.ts, kind))
+
+        pairs = [pair(s) for s in fresh]
 
         def visits(items: Sequence[tuple[ScanRecorded, Visit]]) -> list[Visit]:
             return [v for _, v in items]
@@ -194,13 +195,17 @@ class ScanRecorder:
         )
         result.recorded = len(indexed)
         result.refused = len(pairs) - len(indexed)
-        if self.join is not None and indexed:
+        joinable = [*indexed, *(pair(s) for s in rejoin)]
+        if self.join is not None and joinable:
             # After the index write: joined against the infectious intervals, so a late
-            # scan reaches the reports it touches (see streams.tracer). A refusal here
-            # must not lose the scans, which are recorded: it is logged loudly.
+            # scan reaches the reports it touches (see streams.tracer). A join refused for
+            # good dead-letters its scans (recorded already; a replay of the letter joins
+            # them again).
             join = self.join
-            try:
-                await self.guard.retry("late-scan join", lambda: join(visits(indexed)))
-            except Exception:
-                log.exception("late-scan join refused for %d visit(s)", len(indexed))
+            await self.guard.write_each(
+                "late-scan join",
+                joinable,
+                lambda items: join(visits(items)),
+                lambda item, reason: self._letter(item, f"{reason} (the scan is recorded)"),
+            )
         return result

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import orjson
@@ -60,7 +60,7 @@ from tracing.exposure import (
     intervals_of,
     trace,
 )
-from tracing.reports import ReportState, counts, preview, stamp
+from tracing.reports import ReportState, counts, preview, stamp, status_entry
 from tracing.rules import ExposureRuleBook
 from tracing.visits import Visit
 
@@ -107,6 +107,8 @@ class ReportStorePort(Protocol):
     async def touched(
         self, visits: Sequence[Visit], rules: ExposureRules
     ) -> list[tuple[str, Visit]]: ...
+    async def expired(self, retention: timedelta) -> list[ReportState]: ...
+    async def drop(self, state: ReportState) -> None: ...
 
 
 class PeoplePort(Protocol):
@@ -222,23 +224,6 @@ def flag(
     )
 
 
-def status_entry(e: Exposure) -> str:
-    """A person's field for one report: the tier, and the date it counts from (the last
-    contact: quarantine runs from there)."""
-    return orjson.dumps(
-        {
-            "tier": e.tier,
-            "since": e.overlap_end.isoformat(),
-            "report_id": e.report_id,
-            "via": e.via,
-            "reason": e.reason,
-            "checkpoint_id": e.checkpoint_id,
-            "overlap_start": e.overlap_start.isoformat(),
-            "overlap_end": e.overlap_end.isoformat(),
-        }
-    ).decode()
-
-
 class Tracer:
     def __init__(
         self,
@@ -268,10 +253,25 @@ class Tracer:
         """Newly indexed visits against the active infectious intervals: each touch is
         sent to its report as a ``late`` record. Called by the scan recorder after the
         index write (so the trace's reads and this check cannot both miss a visit)."""
-        touched = await self.store.touched(visits, self.rulebook.latest())
+        touched = await self.store.touched(visits, self.rulebook.loosest())
         if touched:
             await self.out.late(touched)
         return len(touched)
+
+    async def expire(self, retention: timedelta) -> int:
+        """Forget reports older than ``retention`` before the newest one (event time):
+        their fields on residents, their intervals, their state. Bounded state."""
+        gone = 0
+        for state in await self.store.expired(retention):
+            applied = await self.store.exposures(state.report_id)
+            pending = await self.store.pending(state.report_id)
+            keys = sorted({e.person_key for e in [*applied, *pending]} | {state.person_key})
+            ids = await self.people.ids_of(keys)
+            fields = {f"x:{state.report_id}": None, f"f0:{state.report_id}": None}
+            await self.people.set_fields({i: dict(fields) for i in ids.values()})
+            await self.store.drop(state)
+            gone += 1
+        return gone
 
     # The report stream ------------------------------------------------------------------
     def _letter(self, reason: str, rec: RawRecord, item: object = None) -> DeadLetter:
@@ -310,7 +310,15 @@ class Tracer:
     async def _one(self, body: dict[str, object], rec: RawRecord) -> None:
         action = body.get("action", "report")
         if action in ("report", "correct"):
-            await self._trace(F0Reported.model_validate(body), rec, approve=False)
+            report = F0Reported.model_validate(body)
+            state = await self.store.get(report.report_id)
+            if state is not None and state.status == "withdrawn":
+                # A withdrawn report stays withdrawn (a re-import of the same positive, a
+                # correction racing the withdrawal): a new report needs a new ID.
+                log.info("report %s is withdrawn: %s ignored", report.report_id, action)
+                return
+            seq = body.get("seq")
+            await self._trace(report, rec, approve=False, seq=seq if isinstance(seq, int) else 0)
             return
         if action not in ("approve", "withdraw", "late"):
             raise ValueError(
@@ -328,7 +336,7 @@ class Tracer:
             if state.status != "held":
                 log.info("approve of report %s ignored: it is %s", report_id, state.status)
                 return
-            await self._trace(state.report(), rec, approve=True)
+            await self._trace(state.report(), rec, approve=True, seq=state.seq)
         elif action == "withdraw":
             await self._withdraw(state, rec)
         else:
@@ -344,7 +352,9 @@ class Tracer:
             onset=report.onset_date,
         )
 
-    async def _trace(self, report: F0Reported, rec: RawRecord, *, approve: bool) -> None:
+    async def _trace(
+        self, report: F0Reported, rec: RawRecord, *, approve: bool, seq: int | None = None
+    ) -> None:
         state = await self.store.get(report.report_id)
         if state is not None and state.done_with(rec.partition, rec.offset):
             return  # replayed after it was applied
@@ -359,6 +369,7 @@ class Tracer:
             approved=approve
             or (state is not None and state.approved and state.status != "withdrawn"),
             rule_version=rules.version,
+            seq=seq if seq is not None else (state.seq if state else 0),
         )
         if state is not None and state.person_key != case.person_key:
             # A correction naming another person: the first one is no longer this F0.
@@ -381,6 +392,9 @@ class Tracer:
             ids, district = await self._people_of(interim, applied, case)
             await self._apply(new, applied, interim, district, ids, rec)
             applied = interim
+            # Written down at once: whatever happens next (held after all, a crash), a
+            # withdrawal or an approval diffs against what residents really carry.
+            await self.store.save(new, applied)
 
         t0 = time.perf_counter()
         visits, intervals, spans = await _gather(
@@ -537,7 +551,7 @@ class Tracer:
         report = state.report()
         case = self._case(report)
         if visit.person_key == case.person_key:
-            await self._trace(report, rec, approve=False)  # the F0's own visit: trace again
+            await self._trace(report, rec, approve=False, seq=state.seq)  # the F0's own: again
             return
         rules = self.rulebook.for_(report.reported_at.date())
         window = infectious_window(case, rules)

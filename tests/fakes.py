@@ -346,6 +346,12 @@ class MemoryTracingStore:
     async def forget_person(self, state: Any, person_key: str) -> None:
         pass
 
+    async def expired(self, retention: Any) -> list[Any]:
+        return []
+
+    async def drop(self, state: Any) -> None:
+        self.states.pop(state.report_id, None)
+
     async def register(
         self, report_id: str, intervals: Sequence[Any], people: Sequence[Any]
     ) -> None:

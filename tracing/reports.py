@@ -16,6 +16,9 @@ from tracing.exposure import Exposure, Interval
 from tracing.visits import Visit
 
 Status = Literal["tracing", "done", "held", "withdrawn"]
+# Reports, their intervals and the fields they set on residents are kept this long after
+# the newest report (event time): far past any quarantine or monitoring they caused.
+REPORT_RETENTION = timedelta(days=60)
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ReportState:
     partition: int | None = None  # where the last applied f0-reports record was
     offset: int | None = None
     updated_at: str = ""
+    seq: int = 0  # the API submission (POST/PUT) this state reflects
 
     def report(self) -> F0Reported:
         return F0Reported.model_validate(self.body)
@@ -156,3 +160,20 @@ def interval_member(i: Interval) -> str:
 def interval_from(member: str | bytes) -> Interval:
     r, p, tier, cp, a, b, ws, we = orjson.loads(member)
     return Interval(r, p, tier, cp, _dt(a), _dt(b), _dt(ws), _dt(we))
+
+
+def status_entry(e: Exposure) -> str:
+    """A person's field for one report (``x:<report_id>``): the tier, and the date it
+    counts from (the last contact: quarantine runs from there), with the evidence."""
+    return orjson.dumps(
+        {
+            "tier": e.tier,
+            "since": e.overlap_end.isoformat(),
+            "report_id": e.report_id,
+            "via": e.via,
+            "reason": e.reason,
+            "checkpoint_id": e.checkpoint_id,
+            "overlap_start": e.overlap_start.isoformat(),
+            "overlap_end": e.overlap_end.isoformat(),
+        }
+    ).decode()

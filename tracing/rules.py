@@ -22,6 +22,11 @@ class ExposureRuleBook:
         valid = [(d, r) for d, r in self.versions if d <= on]
         return max(valid or self.versions[:1], key=lambda pair: pair[0])[1]
 
+    def loosest(self) -> ExposureRules:
+        """The version with the shortest minimum overlap: what the late-scan join uses to
+        pick candidates (each report then applies its own version)."""
+        return min((r for _, r in self.versions), key=lambda r: r.min_overlap)
+
     def latest(self) -> ExposureRules:
         return max(self.versions, key=lambda pair: pair[0])[1]
 

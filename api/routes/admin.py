@@ -21,12 +21,13 @@ class Rebuilt(BaseModel):
     visits_restored: int
     residents_restored: int
     checkpoints_restored: int
+    exposures_restored: int
 
 
 @router.post("/rebuild", response_model=Rebuilt)
 async def rebuild(clients: ClientsDep) -> Rebuilt:
     """Restore Redis's derived state from ClickHouse: checkpoints, residents' facts and
-    colours, applied marks, visit indexes."""
+    colours, applied marks, visit indexes, exposures still flagged."""
     done = await rebuild_all(
         clients.clickhouse,
         clients.index,

@@ -7,6 +7,7 @@ evidence are audited."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -73,36 +74,42 @@ async def _send(clients: Clients, report_id: str, body: dict[str, object]) -> No
     )
 
 
-async def _state(clients: Clients, report_id: str) -> ReportState:
+async def _view(clients: Clients, report_id: str) -> ReportState | None:
+    """The report as the tracer left it, shown as ``tracing`` while a newer submission
+    (POST or PUT) is on its way; a submission the tracer has not reached yet alone."""
     state = await clients.tracing.get(report_id)
+    submitted = await clients.tracing.submitted(report_id)
+    if submitted is None:
+        return state
+    seq, body = submitted
+    if state is None:
+        person_id = str(body.get("person_id", ""))
+        return ReportState(
+            report_id, person_id, clients.pseudonymize(person_id), body, updated_at=stamp()
+        )
+    if seq > state.seq and state.status != "withdrawn":
+        state.status = "tracing"
+    return state
+
+
+async def _state(clients: Clients, report_id: str) -> ReportState:
+    state = await _view(clients, report_id)
     if state is None:
         raise NotFound(f"no F0 report {quote(report_id)}")
     return state
 
 
-def _accepted(state: ReportState) -> JSONResponse:
-    return JSONResponse({"report_id": state.report_id, "status": state.status}, status_code=202)
+def _accepted(report_id: str, status: str) -> JSONResponse:
+    return JSONResponse({"report_id": report_id, "status": status}, status_code=202)
 
 
-async def _submit(clients: Clients, report: F0Reported, action: str, old: ReportState | None):  # type: ignore[no-untyped-def]
+async def _submit(clients: Clients, report: F0Reported, action: str) -> JSONResponse:
+    """Number the submission, then send it: the tracer alone writes the report's state.
+    A failed send leaves the submission numbered; re-posting it sends it again."""
     body = report.model_dump(mode="json")
-    state = ReportState(
-        report.report_id,
-        report.person_id,
-        clients.pseudonymize(report.person_id),
-        body,
-        status="tracing",
-        approved=old.approved if old is not None and old.status != "withdrawn" else False,
-        partition=old.partition if old else None,
-        offset=old.offset if old else None,
-        updated_at=stamp(),
-    )
-    if old is not None:
-        state.window_start, state.window_end = old.window_start, old.window_end
-        state.counts, state.rule_version = old.counts, old.rule_version
-    await clients.tracing.save(state)
-    await _send(clients, report.report_id, {"action": action, **body})
-    return _accepted(state)
+    seq = await clients.tracing.submit(report.report_id, body)
+    await _send(clients, report.report_id, {"action": action, "seq": seq, **body})
+    return _accepted(report.report_id, "tracing")
 
 
 @router.post("/reports/f0", status_code=202)
@@ -111,15 +118,21 @@ async def report_f0(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
     Re-posting the same report is harmless; a changed one is corrected with PUT."""
     report = _report(body)
     await _known(clients, report.person_id)
-    old = await clients.tracing.get(report.report_id)
+    old = await _view(clients, report.report_id)
     if old is not None:
-        if old.body == report.model_dump(mode="json") and old.status != "withdrawn":
-            return _accepted(old)  # the same report again: nothing to do
-        raise Conflict(
-            f"report {quote(report.report_id)} exists ({old.status}); "
-            "correct it with PUT /v1/reports/f0/{report_id}"
-        )
-    return await _submit(clients, report, "report", None)
+        if old.status == "withdrawn":
+            raise Conflict(
+                f"report {quote(report.report_id)} was withdrawn; report it again under a "
+                "new report_id"
+            )
+        if old.body != report.model_dump(mode="json"):
+            raise Conflict(
+                f"report {quote(report.report_id)} exists ({old.status}) with other details; "
+                "correct it with PUT /v1/reports/f0/{report_id}"
+            )
+        if old.status != "tracing":
+            return _accepted(old.report_id, old.status)  # the same report, traced: nothing to do
+    return await _submit(clients, report, "report")
 
 
 @router.put("/reports/f0/{report_id}", status_code=202)
@@ -134,8 +147,10 @@ async def correct_f0(
     await _known(clients, report.person_id)
     old = await _state(clients, report_id)
     if old.status == "withdrawn":
-        raise Conflict(f"report {quote(report_id)} was withdrawn; post a new report")
-    return await _submit(clients, report, "correct", old)
+        raise Conflict(
+            f"report {quote(report_id)} was withdrawn; report it again under a new report_id"
+        )
+    return await _submit(clients, report, "correct")
 
 
 @router.delete("/reports/f0/{report_id}", status_code=202)
@@ -143,10 +158,9 @@ async def withdraw_f0(report_id: ReportId, clients: ClientsDep) -> JSONResponse:
     """Withdraw a report (a false positive): its exposures are withdrawn and the statuses
     that only it caused restored."""
     state = await _state(clients, report_id)
-    if state.status == "withdrawn":
-        return _accepted(state)
-    await _send(clients, report_id, {"action": "withdraw", "report_id": report_id})
-    return JSONResponse({"report_id": report_id, "status": "withdrawn"}, status_code=202)
+    if state.status != "withdrawn":
+        await _send(clients, report_id, {"action": "withdraw", "report_id": report_id})
+    return _accepted(report_id, "withdrawn")
 
 
 @router.post("/reports/f0/{report_id}/approve", status_code=202)
@@ -164,10 +178,17 @@ async def approve_f0(
 
 
 @router.get("/reports/f0/{report_id}")
-async def get_f0(report_id: ReportId, clients: ClientsDep) -> dict[str, object]:
+async def get_f0(
+    report_id: ReportId,
+    clients: ClientsDep,
+    x_actor: Actor = "anonymous",
+    x_purpose: Purpose = "report status",
+) -> dict[str, object]:
     """``{"report_id", "person_id", "status", "window", "counts", "rule_version"}``
-    (and ``preview`` while held)."""
-    return (await _state(clients, report_id)).public()
+    (and ``preview`` while held). Names the F0: audited."""
+    state = await _state(clients, report_id)
+    await audit(clients, x_actor, "f0-report", state.person_id, x_purpose)
+    return state.public()
 
 
 async def _exposure_rows(clients: Clients, exposures: list[Exposure]) -> list[dict[str, object]]:
@@ -199,7 +220,7 @@ async def exposures(
 ) -> list[dict[str, object]]:
     """Everyone a report flagged (F1, F2) with the evidence; complete once the report's
     status is ``done``. ``f0`` is a report ID, or a person ID (all their reports)."""
-    state = await clients.tracing.get(f0) if len(f0) <= 128 else None
+    state = await _view(clients, f0)
     if state is not None:
         report_ids = [state.report_id]
     elif check_id(f0).valid:
@@ -287,6 +308,8 @@ async def contacts(
     since = since or until - timedelta(days=14)
     if since.tzinfo is None or until.tzinfo is None:
         raise BadInput("since, until: give a timezone (e.g. 2021-11-01T00:00:00+07:00)")
+    if not (since.year >= 2000 and until.year <= 2200):
+        raise BadInput("since, until: years from 2000 to 2200")
     if since >= until:
         raise BadInput("since: must be before until")
     if until - since > timedelta(days=clients.settings.visit_window_days):
@@ -320,28 +343,35 @@ async def contacts(
     ]
 
 
-_CACHE: dict[int, tuple[float, Outbreak]] = {}
+_CACHE: dict[int, tuple[float, Outbreak, list[ReportState]]] = {}
 
 
-async def _outbreak(clients: Clients) -> Outbreak:
-    """The graph of every active report of the last 28 days (rebuilt at most every 2 s)."""
+async def _recent(clients: Clients) -> tuple[Outbreak, list[ReportState]]:
+    """The graph of every active report of the last 28 days, and those reports: read and
+    built at most every 2 s (the dashboard polls), the graph off the event loop."""
     hit = _CACHE.get(id(clients))
     if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+        return hit[1], hit[2]
     since = datetime.now(UTC) - timedelta(days=28)
     cases: dict[str, str] = {}
     exposures: list[Exposure] = []
     visits = []
+    states = []
     for state, xs, f0v in await clients.tracing.recent(since):
+        states.append(state)
         if state.status != "done":
             continue
         cases[state.report_id] = state.person_key
         exposures.extend(xs)
         visits.extend(f0v)
-    result = outbreak(cases, exposures, visits)
+    result = await asyncio.to_thread(outbreak, cases, exposures, visits)
     _CACHE.clear()
-    _CACHE[id(clients)] = (time.monotonic() + 2.0, result)
-    return result
+    _CACHE[id(clients)] = (time.monotonic() + 2.0, result, states)
+    return result, states
+
+
+async def _outbreak(clients: Clients) -> Outbreak:
+    return (await _recent(clients))[0]
 
 
 @router.get("/clusters")
@@ -393,17 +423,15 @@ async def list_hotspots(clients: ClientsDep) -> list[dict[str, object]]:
 async def tracing_summary(clients: ClientsDep) -> dict[str, object]:
     """Aggregates for the dashboard (no one named): reports by status, F1 and F2 flagged,
     the latest reports, the largest clusters and the hotspots."""
-    since = datetime.now(UTC) - timedelta(days=28)
-    recent = await clients.tracing.recent(since)
+    o, recent = await _recent(clients)
     by_status = {"tracing": 0, "done": 0, "held": 0, "withdrawn": 0}
     flagged = {"F1": 0, "F2": 0}
-    for state, _, _ in recent:
+    for state in recent:
         by_status[state.status] = by_status.get(state.status, 0) + 1
         if state.status == "done":
             flagged["F1"] += state.counts.get("F1", 0)
             flagged["F2"] += state.counts.get("F2", 0)
-    latest = sorted(recent, key=lambda r: str(r[0].body.get("reported_at")), reverse=True)[:10]
-    o = await _outbreak(clients)
+    latest = sorted(recent, key=lambda r: str(r.body.get("reported_at")), reverse=True)[:10]
     return {
         "reports": by_status,
         "flagged": flagged,
@@ -415,7 +443,7 @@ async def tracing_summary(clients: ClientsDep) -> dict[str, object]:
                 "reported_at": s.body.get("reported_at"),
                 "preview": s.preview,
             }
-            for s, _, _ in latest
+            for s in latest
         ],
         "clusters": [
             {"cluster_id": c.cluster_id, "cases": len(c.cases), "people": c.people}

@@ -241,3 +241,41 @@ async def test_bad_records_are_dead_lettered_with_the_reason(body: dict, reason:
     await w.send(body)
     (letter,) = w.dead.letters
     assert reason in letter.reason and letter.topic == "f0-reports"
+
+
+async def test_a_crash_between_the_index_and_the_join_loses_no_late_exposure() -> None:
+    """The scan was indexed, the worker died before joining it: the replayed batch finds
+    it already indexed and joins it anyway."""
+    from streams.scans import ScanRecorder
+    from tests.fakes import MemoryPlaces, MemorySink
+
+    w = World()
+    await w.send(REPORT)
+    late = {
+        "scan_id": "late-E",
+        "person_id": pid("E"),
+        "checkpoint_id": "cp1",
+        "ts": t(10, 10, 40).isoformat(),
+        "t_out": t(10, 11, 20).isoformat(),
+        "source": "gate",
+    }
+    record = [RawRecord(orjson.dumps(late), 0, 1)]
+
+    def recorder(join):  # type: ignore[no-untyped-def]
+        return ScanRecorder(
+            index=w.index,
+            sink=MemorySink(),
+            places=MemoryPlaces(),
+            guard=Guard(w.dead, AgentHealth(), retry_delay=0.001),
+            pseudonymize=lambda i: "k" + i,
+            topic="scans",
+            max_age=None,
+            join=join,
+        )
+
+    await recorder(None).record(record)  # indexed, then the worker died
+    assert w.out.late_records == []
+    replay = await recorder(w.tracer.join).record(record)
+    assert replay.duplicates == 1 and len(w.out.late_records) == 1
+    await w.drain_late()
+    assert w.flagged()[("F1", key("E"))] is False

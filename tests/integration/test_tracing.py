@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
 
 from tests.integration.conftest import Platform
 
@@ -311,5 +312,27 @@ def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-un
         assert colour(p, "C") == "red"
         again = httpx.post(f"{p.url}/v1/reports/f0/big/approve", timeout=10)
         assert again.status_code == 409 and "not held" in again.json()["error"]
+
+        # Redis lost: the registry export re-imported, then `dancu rebuild` puts the
+        # exposures still flagged (from ClickHouse) back on their residents.
+        wait_for(lambda: consumer_lag(p, "exposures"), lambda lag: lag == 0, 30)
+        p.stop()
+
+        async def forget() -> None:
+            redis = Redis.from_url(p.settings.redis_url)
+            async for key in redis.scan_iter(match=f"{p.settings.redis_prefix}*", count=1000):
+                await redis.delete(key)
+            await redis.aclose()
+
+        asyncio.run(forget())
+        loaded = p.run_cli("import", "residents", str(tmp_path / "residents.csv"))
+        assert loaded.returncode == 0, loaded.stderr
+        rebuilt = p.run_cli("rebuild")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert orjson.loads(rebuilt.stdout)["exposures_restored"] == 5
+        p.start()
+        assert colour(p, "C") == "red" and colour(p, "H") == "red"
+        why = httpx.get(f"{p.url}/v1/residents/{IDS['G']}/why").json()
+        assert why["tier"] == "F2"
     finally:
         p.stop()
