@@ -20,6 +20,7 @@ from api.routes import (
     admin,
     audit,
     checkpoints,
+    declarations,
     health,
     imports,
     quality,
@@ -82,6 +83,7 @@ def create_app(
         residents,
         quality,
         tracing,
+        declarations,
     ):
         app.include_router(module.router)
 

@@ -49,9 +49,11 @@ def apply_record(
         stamp = datetime.combine(day, time(0, 0), tzinfo=VN_TZ).isoformat()
         changes["recovered_at"] = _later(fields.get("recovered_at"), stamp)
     elif kind == "health-declarations":
-        changes["last_health_declaration"] = _later(
-            fields.get("last_health_declaration"), str(record["declared_at"])
-        )
+        declared = str(record["declared_at"])
+        changes["last_health_declaration"] = _later(fields.get("last_health_declaration"), declared)
+        if record.get("symptoms") or record.get("contact_with_f0"):
+            # Flagged for testing: symptomatic, or in contact with an F0.
+            changes["test_needed_since"] = _later(fields.get("test_needed_since"), declared)
     elif kind == "travel-declarations":
         changes["last_travel_declaration"] = _later(
             fields.get("last_travel_declaration"), str(record["declared_at"])
