@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +43,93 @@ review_app = typer.Typer(
 app.add_typer(id_app, name="id")
 app.add_typer(review_app, name="review")
 app.add_typer(qr_app, name="qr")
+users_app = typer.Typer(
+    help="People's API tokens (hashed at rest, expiring).", no_args_is_help=True
+)
+devices_app = typer.Typer(help="Checkpoint devices' signing keys.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(devices_app, name="devices")
+
+
+def _credentials(action: Callable[[Any], Awaitable[dict[str, object]]]) -> None:
+    """Run one credential action against Redis and print its JSON (errors: exit 2)."""
+    from infra.credentials import Credentials
+    from infra.redis_store import make_redis
+
+    settings = _settings()
+
+    async def run() -> dict[str, object]:
+        redis = make_redis(settings.redis_url)
+        try:
+            return await action(Credentials(redis, settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        result = asyncio.run(run())
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    out.print_json(json.dumps(result, ensure_ascii=False))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="Who (a login name).")],
+    role: Annotated[str, typer.Option(help="official | epidemiologist | steward | owner | admin")],
+    district: Annotated[str, typer.Option(help="An official's district.")] = "",
+    days: Annotated[int, typer.Option(help="The token's lifetime in days (1–366).")] = 90,
+) -> None:
+    """Create an API token for a person; it is printed once and stored only as a hash."""
+
+    async def action(c: Any) -> dict[str, object]:
+        token, expires = await c.add_user(name, role, district, days)
+        return {
+            "name": name,
+            "role": role,
+            "district": district,
+            "token": token,
+            "expires_at": expires.isoformat(),
+        }
+
+    _credentials(action)
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="Whose tokens.")]) -> None:
+    """Revoke every token of a person."""
+
+    async def action(c: Any) -> dict[str, object]:
+        return {"name": name, "tokens_revoked": await c.revoke_user(name)}
+
+    _credentials(action)
+
+
+@devices_app.command("add")
+def devices_add(
+    checkpoint_id: Annotated[str, typer.Argument(help="The device's checkpoint.")],
+) -> None:
+    """Create a device for a checkpoint; its signing key is printed once."""
+
+    async def action(c: Any) -> dict[str, object]:
+        device_id, key = await c.add_device(checkpoint_id)
+        return {"device_id": device_id, "checkpoint_id": checkpoint_id, "key": key}
+
+    _credentials(action)
+
+
+@devices_app.command("revoke")
+def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device.")]) -> None:
+    """Take a device out of service."""
+
+    async def action(c: Any) -> dict[str, object]:
+        if not await c.revoke_device(device_id):
+            raise ValueError(f"no device {device_id!r}")
+        return {"device_id": device_id, "revoked": True}
+
+    _credentials(action)
+
+
 out = Console()
 err = Console(stderr=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.auth import MAX_SKEW_S, new_device_key, new_token, sign, token_hash, verify
+from infra.auth import MAX_SKEW_S, new_device_key, new_token, sign, token_hash, verify
 
 NOW = 1_700_000_000
 

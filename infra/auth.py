@@ -4,7 +4,7 @@ hash; a timestamp outside the allowed skew, or a signature seen before, is refus
 
 Roles (the access issue): ``device``, ``official``, ``epidemiologist``, ``steward``,
 ``owner``, ``admin``. Wiring every route to them is the access issue's next step; this
-module holds the rules that the stores and the middleware share.
+module holds the rules that the credential store and the API middleware share.
 """
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""People's API tokens and devices' signing keys in Redis (the access issue's store).
+
+Keys (under ``Settings.redis_prefix``):
+- ``auth:token:<sha256>`` hash: name, role, district, expires_at (the token itself is
+  never stored; the key expires with the token); ``auth:user:<name>`` the set of its
+  token hashes (revoking a user revokes them all)
+- ``auth:device:<device_id>`` hash: checkpoint_id, key, created_at, revoked
+- ``auth:seen:<signature>`` a signature already used (kept twice the allowed skew)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from infra.auth import MAX_SKEW_S, ROLES, new_device_key, new_token, token_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    district: str = ""
+    checkpoint_id: str = ""  # a device's own checkpoint
+
+
+def _s(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Credentials:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.r = redis
+        self.p = prefix
+
+    async def add_user(
+        self, name: str, role: str, district: str = "", days: int = 90
+    ) -> tuple[str, datetime]:
+        """A new token for a person (returned once): (token, expiry)."""
+        if role not in ROLES or role == "device":
+            raise ValueError(f"role: must be one of {', '.join(r for r in ROLES if r != 'device')}")
+        if role == "official" and not district:
+            raise ValueError("district: an official works for one district")
+        if not 1 <= days <= 366:
+            raise ValueError("days: a token lives 1 to 366 days")
+        token = new_token()
+        expires = datetime.now(UTC) + timedelta(days=days)
+        key = f"{self.p}auth:token:{token_hash(token)}"
+        fields = {
+            "name": name,
+            "role": role,
+            "district": district,
+            "expires_at": expires.isoformat(),
+        }
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.expireat(key, expires)
+            pipe.sadd(f"{self.p}auth:user:{name}", token_hash(token))
+            await pipe.execute()
+        return token, expires
+
+    async def revoke_user(self, name: str) -> int:
+        hashes = await self.r.smembers(f"{self.p}auth:user:{name}")  # type: ignore[misc]
+        async with self.r.pipeline(transaction=True) as pipe:
+            for h in hashes:
+                pipe.delete(f"{self.p}auth:token:{_s(h)}")
+            pipe.delete(f"{self.p}auth:user:{name}")
+            await pipe.execute()
+        return len(hashes)
+
+    async def person(self, token: str) -> Principal | None:
+        """Who holds this token (None: unknown, revoked or expired)."""
+        found = await self.r.hgetall(f"{self.p}auth:token:{token_hash(token)}")  # type: ignore[misc]
+        if not found:
+            return None
+        f = {_s(k): _s(v) for k, v in found.items()}
+        if datetime.fromisoformat(f["expires_at"]) <= datetime.now(UTC):
+            return None
+        return Principal(f["name"], f["role"], f.get("district", ""))
+
+    async def add_device(self, checkpoint_id: str) -> tuple[str, str]:
+        """A new device for a checkpoint: (device_id, signing key), the key shown once."""
+        device_id = f"dev-{new_device_key()[:12]}"
+        key = new_device_key()
+        await self.r.hset(  # type: ignore[misc]
+            f"{self.p}auth:device:{device_id}",
+            mapping={
+                "checkpoint_id": checkpoint_id,
+                "key": key,
+                "created_at": datetime.now(UTC).isoformat(),
+                "revoked": "0",
+            },
+        )
+        return device_id, key
+
+    async def revoke_device(self, device_id: str) -> bool:
+        """False when there is no such device."""
+        key = f"{self.p}auth:device:{device_id}"
+        if not await self.r.exists(key):
+            return False
+        await self.r.hset(key, "revoked", "1")  # type: ignore[misc]
+        return True
+
+    async def device(self, device_id: str) -> tuple[str, str] | None:
+        """(checkpoint_id, key) of a device in service."""
+        found = await self.r.hgetall(f"{self.p}auth:device:{device_id}")  # type: ignore[misc]
+        f = {_s(k): _s(v) for k, v in found.items()}
+        if not f or f.get("revoked") == "1":
+            return None
+        return f["checkpoint_id"], f["key"]
+
+    async def first_use(self, signature: str) -> bool:
+        """True the first time a signature is seen (a replay gets False)."""
+        return bool(
+            await self.r.set(
+                f"{self.p}auth:seen:{signature}", int(time.time()), nx=True, ex=2 * MAX_SKEW_S
+            )
+        )
