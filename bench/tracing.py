@@ -43,6 +43,7 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer
 
+from gate.simulate import STAY
 from infra import services
 from infra.redis_store import VisitIndex, make_redis
 from infra.secrets import pseudonym_key
@@ -54,18 +55,6 @@ from tests.integration.conftest import Platform
 from tracing.exposure import Case
 from tracing.rules import load_exposure_rules
 from tracing.visits import Visit
-
-STAY = {  # minutes (low, high) by checkpoint type
-    "restaurant": (30, 90),
-    "shop": (5, 30),
-    "market": (15, 60),
-    "office": (120, 480),
-    "school": (180, 360),
-    "hospital": (20, 120),
-    "station": (5, 30),
-    "gate": (1, 5),
-    "home": (20, 120),
-}
 
 
 def pct(values: list[float], q: float) -> float:

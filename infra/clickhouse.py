@@ -165,15 +165,16 @@ class ClickHouse:
             rows = self.call(fetch)
             if not rows:
                 return
-            yield [Visit(r[0], r[1], r[2], _utc(r[3]), _utc(r[4]), r[5]) for r in rows]
+            yield [Visit(r[0], r[1], r[2], as_utc(r[3]), as_utc(r[4]), r[5]) for r in rows]
             offset += chunk
 
     def ping(self) -> None:
         self.call(lambda c: c.query("SELECT 1"))
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def as_utc(value: datetime) -> datetime:
+    """A ClickHouse DateTime64 read back (naive means UTC) as an aware UTC time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def migrations() -> list[tuple[int, str, str]]:

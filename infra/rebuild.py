@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from infra.clickhouse import ClickHouse
+from infra.clickhouse import ClickHouse, as_utc
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex
 from infra.residents import ClickHouseRegistry, ResidentStore
@@ -50,7 +50,7 @@ async def rebuild_exposures(clickhouse: ClickHouse, residents: ResidentStore) ->
     )
     rows = await asyncio.to_thread(clickhouse.call, lambda c: list(c.query(sql).result_rows))
     exposures = [
-        Exposure(str(r), str(k), t, str(via), reason, cp or None, _utc(a), _utc(b))
+        Exposure(str(r), str(k), t, str(via), reason, cp or None, as_utc(a), as_utc(b))
         for r, k, t, via, reason, cp, a, b in rows
     ]
     restored = 0
@@ -64,10 +64,6 @@ async def rebuild_exposures(clickhouse: ClickHouse, residents: ResidentStore) ->
                 restored += 1
         await residents.set_fields(changes)
     return restored
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, cast
 import orjson
 from redis.asyncio import Redis
 
-from infra.clickhouse import ClickHouse
+from infra.clickhouse import ClickHouse, as_utc
 from infra.redis_store import VisitIndex
 from tracing.exposure import Exposure, ExposureRules, Interval, spends
 from tracing.reports import (
@@ -300,7 +300,7 @@ class ClickHouseCandidates:
             "AND t_out > %(start)s GROUP BY scan_id"
         )
         rows = self.ch.call(lambda c: list(c.query(sql, parameters=params).result_rows))
-        return [Visit(r[0], r[1], r[2], _utc(r[3]), _utc(r[4]), "") for r in rows]
+        return [Visit(r[0], r[1], r[2], as_utc(r[3]), as_utc(r[4]), "") for r in rows]
 
     async def visits_of(self, person_key: str, start: datetime, end: datetime) -> list[Visit]:
         params = {"k": person_key, "lo": start - MAX_VISIT, "start": start, "end": end}
@@ -315,10 +315,6 @@ class ClickHouseCandidates:
 
     async def visits_at_many(self, queries: Sequence[Query]) -> list[list[Visit]]:
         return [await self.visits_at(*q) for q in queries]
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class TieredCandidates:

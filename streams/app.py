@@ -30,7 +30,7 @@ from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
 from streams.tracer import Tracer
 from tracing.events import DeadLetter, ExposureFlagged, ReportStatusChanged, validation_errors
-from tracing.reports import REPORT_RETENTION
+from tracing.reports import REPORT_RETENTION, late_record
 from tracing.visits import Visit
 
 log = logging.getLogger(__name__)
@@ -111,18 +111,7 @@ class KafkaTracingOut:
         )
 
     async def late(self, items: Sequence[tuple[str, Visit]]) -> None:
-        sends = []
-        for report_id, v in items:
-            visit = {
-                "scan_id": v.scan_id,
-                "person_key": v.person_key,
-                "checkpoint_id": v.checkpoint_id,
-                "t_in": v.t_in.isoformat(),
-                "t_out": v.t_out.isoformat(),
-            }
-            body = {"action": "late", "report_id": report_id, "visit": visit}
-            sends.append((self.reports_topic, report_id.encode(), orjson.dumps(body)))
-        await self._all(sends)
+        await self._all([(self.reports_topic, r.encode(), late_record(r, v)) for r, v in items])
 
 
 def _abandon(step: str) -> None:

@@ -428,13 +428,6 @@ class MemoryTracingOut:
         self.statuses.append(event)
 
     async def late(self, items: Sequence[tuple[str, Visit]]) -> None:
-        for report_id, v in items:
-            visit = {
-                "scan_id": v.scan_id,
-                "person_key": v.person_key,
-                "checkpoint_id": v.checkpoint_id,
-                "t_in": v.t_in.isoformat(),
-                "t_out": v.t_out.isoformat(),
-            }
-            body = {"action": "late", "report_id": report_id, "visit": visit}
-            self.late_records.append(orjson.dumps(body))
+        from tracing.reports import late_record
+
+        self.late_records.extend(late_record(r, v) for r, v in items)

@@ -177,3 +177,15 @@ def status_entry(e: Exposure) -> str:
             "overlap_end": e.overlap_end.isoformat(),
         }
     ).decode()
+
+
+def late_record(report_id: str, v: Visit) -> bytes:
+    """The ``f0-reports`` record that sends a late visit to its report."""
+    visit = {
+        "scan_id": v.scan_id,
+        "person_key": v.person_key,
+        "checkpoint_id": v.checkpoint_id,
+        "t_in": v.t_in.isoformat(),
+        "t_out": v.t_out.isoformat(),
+    }
+    return orjson.dumps({"action": "late", "report_id": report_id, "visit": visit})
