@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from api import errors
+from api.access import Access
 from api.gate_path import GateFastPath
 from api.limits import BodyLimit, ServerTiming
 from api.proxy import StoreProxy
@@ -70,6 +71,7 @@ def create_app(
     if settings.store_url:  # inside the body limit: a forwarded body is bounded too
         app.add_middleware(StoreProxy, store_url=settings.store_url)
     app.add_middleware(GateFastPath)
+    app.add_middleware(Access)  # inside the body limit: a signed body is bounded too
     app.add_middleware(BodyLimit)
     app.add_middleware(ServerTiming)
     for module in (

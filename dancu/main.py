@@ -79,15 +79,17 @@ def users_add(
     role: Annotated[str, typer.Option(help="official | epidemiologist | steward | owner | admin")],
     district: Annotated[str, typer.Option(help="An official's district.")] = "",
     days: Annotated[int, typer.Option(help="The token's lifetime in days (1–366).")] = 90,
+    org: Annotated[str, typer.Option(help="An owner's business or organisation.")] = "",
 ) -> None:
     """Create an API token for a person; it is printed once and stored only as a hash."""
 
     async def action(c: Any) -> dict[str, object]:
-        token, expires = await c.add_user(name, role, district, days)
+        token, expires = await c.add_user(name, role, district, days, organisation=org)
         return {
             "name": name,
             "role": role,
             "district": district,
+            "organisation": org,
             "token": token,
             "expires_at": expires.isoformat(),
         }
@@ -108,12 +110,20 @@ def users_revoke(name: Annotated[str, typer.Argument(help="Whose tokens.")]) -> 
 @devices_app.command("add")
 def devices_add(
     checkpoint_id: Annotated[str, typer.Argument(help="The device's checkpoint.")],
+    more: Annotated[
+        list[str] | None, typer.Argument(help="More checkpoints (a site's gateway device).")
+    ] = None,
 ) -> None:
     """Create a device for a checkpoint; its signing key is printed once."""
 
     async def action(c: Any) -> dict[str, object]:
-        device_id, key = await c.add_device(checkpoint_id)
-        return {"device_id": device_id, "checkpoint_id": checkpoint_id, "key": key}
+        device_id, key = await c.add_device(checkpoint_id, *(more or []))
+        return {
+            "device_id": device_id,
+            "checkpoint_id": checkpoint_id,
+            "checkpoints": [checkpoint_id, *(more or [])],
+            "key": key,
+        }
 
     _credentials(action)
 

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra.audit import AuditDrain
+from infra.credentials import Credentials
 from infra.clickhouse import ClickHouse
 from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
@@ -141,6 +142,7 @@ class Clients:
     rules: RuleBook
     health: AgentHealth
     audit: AuditDrain
+    credentials: Credentials
     tracing: TracingStore
     candidates: TieredCandidates
     exposure_rules: ExposureRuleBook
@@ -179,6 +181,7 @@ class Clients:
             rules=load_rulebook(),
             health=AgentHealth(),
             audit=AuditDrain(redis, settings.redis_prefix, ch),
+            credentials=Credentials(redis, settings.redis_prefix),
             tracing=TracingStore(redis, settings.redis_prefix, window),
             # Beyond the hot window only the store's owner can read ClickHouse.
             candidates=TieredCandidates(

@@ -4,7 +4,8 @@ Keys (under ``Settings.redis_prefix``):
 - ``auth:token:<sha256>`` hash: name, role, district, expires_at (the token itself is
   never stored; the key expires with the token); ``auth:user:<name>`` the set of its
   token hashes (revoking a user revokes them all)
-- ``auth:device:<device_id>`` hash: checkpoint_id, key, created_at, revoked
+- ``auth:device:<device_id>`` hash: checkpoint_id (one, or several joined by commas for a
+  site's gateway), key, created_at, revoked
 - ``auth:seen:<signature>`` a signature already used (kept twice the allowed skew)
 """
 
@@ -23,8 +24,9 @@ from infra.auth import MAX_SKEW_S, ROLES, new_device_key, new_token, token_hash
 class Principal:
     name: str
     role: str
-    district: str = ""
-    checkpoint_id: str = ""  # a device's own checkpoint
+    district: str = ""  # an official's district
+    checkpoints: frozenset[str] = frozenset()  # a device's own checkpoints
+    organisation: str = ""  # an owner's business or organisation
 
 
 def _s(value: str | bytes) -> str:
@@ -37,13 +39,15 @@ class Credentials:
         self.p = prefix
 
     async def add_user(
-        self, name: str, role: str, district: str = "", days: int = 90
+        self, name: str, role: str, district: str = "", days: int = 90, organisation: str = ""
     ) -> tuple[str, datetime]:
         """A new token for a person (returned once): (token, expiry)."""
         if role not in ROLES or role == "device":
             raise ValueError(f"role: must be one of {', '.join(r for r in ROLES if r != 'device')}")
         if role == "official" and not district:
             raise ValueError("district: an official works for one district")
+        if role == "owner" and not organisation:
+            raise ValueError("organisation: an owner speaks for one business or organisation")
         if not 1 <= days <= 366:
             raise ValueError("days: a token lives 1 to 366 days")
         token = new_token()
@@ -53,6 +57,7 @@ class Credentials:
             "name": name,
             "role": role,
             "district": district,
+            "organisation": organisation,
             "expires_at": expires.isoformat(),
         }
         async with self.r.pipeline(transaction=True) as pipe:
@@ -79,16 +84,21 @@ class Credentials:
         f = {_s(k): _s(v) for k, v in found.items()}
         if datetime.fromisoformat(f["expires_at"]) <= datetime.now(UTC):
             return None
-        return Principal(f["name"], f["role"], f.get("district", ""))
+        return Principal(
+            f["name"], f["role"], f.get("district", ""), organisation=f.get("organisation", "")
+        )
 
-    async def add_device(self, checkpoint_id: str) -> tuple[str, str]:
-        """A new device for a checkpoint: (device_id, signing key), the key shown once."""
+    async def add_device(self, *checkpoint_ids: str) -> tuple[str, str]:
+        """A new device for a checkpoint (or a site's gateway for several): (device_id,
+        signing key), the key shown once."""
+        if not checkpoint_ids or any(not c or "," in c for c in checkpoint_ids):
+            raise ValueError("checkpoint_id: name at least one checkpoint (no commas)")
         device_id = f"dev-{new_device_key()[:12]}"
         key = new_device_key()
         await self.r.hset(  # type: ignore[misc]
             f"{self.p}auth:device:{device_id}",
             mapping={
-                "checkpoint_id": checkpoint_id,
+                "checkpoint_id": ",".join(checkpoint_ids),
                 "key": key,
                 "created_at": datetime.now(UTC).isoformat(),
                 "revoked": "0",
@@ -104,13 +114,13 @@ class Credentials:
         await self.r.hset(key, "revoked", "1")  # type: ignore[misc]
         return True
 
-    async def device(self, device_id: str) -> tuple[str, str] | None:
-        """(checkpoint_id, key) of a device in service."""
+    async def device(self, device_id: str) -> tuple[frozenset[str], str] | None:
+        """(its checkpoints, key) of a device in service."""
         found = await self.r.hgetall(f"{self.p}auth:device:{device_id}")  # type: ignore[misc]
         f = {_s(k): _s(v) for k, v in found.items()}
         if not f or f.get("revoked") == "1":
             return None
-        return f["checkpoint_id"], f["key"]
+        return frozenset(f["checkpoint_id"].split(",")), f["key"]
 
     async def first_use(self, signature: str) -> bool:
         """True the first time a signature is seen (a replay gets False)."""

@@ -134,6 +134,7 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),  # not the working directory
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         producer_acks=-1,  # dead letters are durable on every in-sync replica

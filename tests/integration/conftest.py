@@ -4,6 +4,7 @@ Under CI (CI=true) a missing service fails the test; it never skips."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -11,13 +12,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from infra import services
+from infra.credentials import Credentials
+from infra.http_auth import BearerAuth, DeviceAuth
+from infra.redis_store import make_redis
 from infra.settings import Settings
 from tests.integration.helpers import isolated_settings
 
@@ -106,8 +111,36 @@ class Platform:
                 self.proc.kill()
                 self.proc.wait()
 
+    def token(self, role: str = "admin", district: str = "", org: str = "") -> str:
+        """A fresh API token for a person of ``role`` on this platform."""
+        name = f"{role}-{uuid.uuid4().hex[:6]}"
+        organisation = org or (f"org-{name}" if role == "owner" else "")
+        token, _ = with_credentials(
+            self.settings, lambda c: c.add_user(name, role, district, organisation=organisation)
+        )
+        return str(token)
+
+    def auth(self, role: str = "admin", district: str = "", org: str = "") -> BearerAuth:
+        return BearerAuth(self.token(role, district, org))
+
+    def device(self, *checkpoints: str) -> DeviceAuth:
+        """A signing device for these checkpoints (httpx auth)."""
+        device_id, key = with_credentials(self.settings, lambda c: c.add_device(*checkpoints))
+        return DeviceAuth(device_id, key)
+
+    def client(self, role: str = "admin", district: str = "", **kw: object) -> httpx.Client:
+        """An httpx client on this platform, signed in as a person of ``role``."""
+        return httpx.Client(
+            base_url=self.url,
+            auth=self.auth(role, district),
+            timeout=60,
+            **kw,  # type: ignore[arg-type]
+        )
+
     def stats(self) -> dict[str, object]:
-        r = httpx.get(f"{self.url}/v1/stats/live", timeout=30)
+        if not hasattr(self, "_stats_auth"):
+            self._stats_auth = self.auth("admin")
+        r = httpx.get(f"{self.url}/v1/stats/live", timeout=30, auth=self._stats_auth)
         r.raise_for_status()
         return dict(r.json())
 
@@ -120,6 +153,19 @@ class Platform:
                 return stats
             time.sleep(0.5)
         raise AssertionError(f"not processed in {timeout}s: {stats}")
+
+
+def with_credentials(settings: Settings, action: Callable[[Credentials], Awaitable[Any]]) -> Any:
+    """Run one action on the platform's credential store (own loop and connection)."""
+
+    async def go() -> Any:
+        redis = make_redis(settings.redis_url)
+        try:
+            return await action(Credentials(redis, settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ async def test_tokens_devices_and_replays(base_settings: Settings) -> None:
             await creds.add_user("an", "device")
 
         device_id, key = await creds.add_device("cp-1")
-        assert await creds.device(device_id) == ("cp-1", key)
+        assert await creds.device(device_id) == (frozenset({"cp-1"}), key)
         assert await creds.revoke_device(device_id) and await creds.device(device_id) is None
         assert not await creds.revoke_device("dev-nope")
         assert await creds.first_use("sig-1") and not await creds.first_use("sig-1")

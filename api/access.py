@@ -1,0 +1,255 @@
+"""Access by role: every route but the public ones needs a credential, and each route
+names the roles that may use it (:data:`POLICY`; a route missing from it is refused to
+everyone, so a new route is closed until someone decides who may use it).
+
+People send ``Authorization: Bearer <token>`` (``dancu users add``); checkpoint devices
+sign each request (``X-Device-Id``, ``X-Timestamp``, ``X-Signature``: HMAC-SHA256 with the
+device's key over method, path with query, timestamp and the body's hash; ``dancu devices
+add``), and a signature is accepted once. The middleware puts the caller, a
+:class:`~infra.credentials.Principal`, in ``request.state.principal``; routes then scope
+what they return (an official's district, a device's checkpoints, an owner's
+organisation) with :func:`check_district` and :func:`check_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.asgi import answer, read_body
+from api.errors import ApiError
+from infra.auth import verify
+from infra.credentials import Credentials, Principal
+from infra.faults import is_transient
+
+PEOPLE = frozenset({"official", "epidemiologist", "steward", "owner", "admin"})
+DEVICE = frozenset({"device"})
+OFFICIAL = frozenset({"official"})
+AGGREGATES = frozenset({"official", "epidemiologist", "admin"})
+STEWARD = frozenset({"steward"})
+ADMIN = frozenset({"admin"})
+
+# Paths anyone may reach: liveness, the dashboard's shell (it holds no data and asks for a
+# token), the API docs; ``/metrics`` checks its own token.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/metrics", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+PUBLIC_PREFIXES = ("/static/",)
+
+# (method, route path as declared) → roles allowed. Scoping inside the roles (district,
+# checkpoint, organisation) is each route's own check.
+POLICY: dict[tuple[str, str], frozenset[str]] = {
+    # devices at the door
+    ("POST", "/v1/scans"): DEVICE,
+    ("POST", "/v1/gate/check"): DEVICE,
+    ("POST", "/v1/declarations/health"): DEVICE | OFFICIAL,
+    ("POST", "/v1/declarations/travel"): DEVICE | OFFICIAL,
+    # counts only
+    ("GET", "/v1/stats/live"): PEOPLE - {"owner"},
+    ("GET", "/v1/me"): PEOPLE,
+    # checkpoints: owners register and edit their own
+    ("POST", "/v1/checkpoints"): frozenset({"owner", "steward", "admin"}),
+    ("PUT", "/v1/checkpoints/{checkpoint_id}"): frozenset({"owner", "steward", "admin"}),
+    # data stewards: imports and the review queue (an owner uploads its staff list)
+    ("POST", "/v1/imports/{kind}"): STEWARD | {"owner"},
+    ("GET", "/v1/imports"): STEWARD,
+    ("GET", "/v1/imports/{import_id}"): STEWARD,
+    ("GET", "/v1/imports/{import_id}/records"): STEWARD,
+    ("GET", "/v1/review"): STEWARD,
+    ("POST", "/v1/review/{review_id}"): STEWARD,
+    ("GET", "/v1/quality"): STEWARD | {"epidemiologist", "admin"},
+    # named people: officials of their district
+    ("GET", "/v1/residents/{person_id}/status"): OFFICIAL,
+    ("POST", "/v1/reports/f0"): OFFICIAL,
+    ("PUT", "/v1/reports/f0/{report_id}"): OFFICIAL,
+    ("DELETE", "/v1/reports/f0/{report_id}"): OFFICIAL,
+    ("POST", "/v1/reports/f0/{report_id}/approve"): OFFICIAL,
+    ("GET", "/v1/reports/f0/{report_id}"): OFFICIAL,
+    ("GET", "/v1/exposures"): OFFICIAL,
+    ("GET", "/v1/residents/{person_id}/why"): OFFICIAL,
+    ("GET", "/v1/contacts/{person_id}"): OFFICIAL,
+    # pseudonymous tracing views
+    ("GET", "/v1/clusters"): AGGREGATES,
+    ("GET", "/v1/clusters/{cluster_id}/graph"): AGGREGATES,
+    ("GET", "/v1/hotspots"): AGGREGATES,
+    ("GET", "/v1/tracing/summary"): AGGREGATES,
+    # administration
+    ("POST", "/v1/admin/rebuild"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,
+    ("POST", "/v1/users"): ADMIN,
+    ("DELETE", "/v1/users/{name}"): ADMIN,
+    ("POST", "/v1/devices"): ADMIN,
+    ("DELETE", "/v1/devices/{device_id}"): ADMIN,
+}
+
+CREDENTIALS_HELP = (
+    "credentials required: 'Authorization: Bearer <token>' for people (dancu users add), "
+    "or X-Device-Id, X-Timestamp and X-Signature for checkpoint devices (dancu devices add)"
+)
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
+def _route_path(scope: Scope) -> str | None:
+    """The declared path of the route this request reaches (None: no route)."""
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", ""))
+    return None
+
+
+def _refusal(status: int, message: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="dancu"'))
+    return status, orjson.dumps({"error": message}), headers
+
+
+class Access:
+    """ASGI middleware: authenticate, then check the route's roles (401, 403)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in PUBLIC_PATHS
+            or path.startswith(PUBLIC_PREFIXES)
+            or scope["method"] == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        route = _route_path(scope)
+        if route is None:  # no such route (404) or method (405): the app says which
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal, receive = await self._authenticate(scope, receive)
+        except _Refused as refused:
+            await answer(send, *_refusal(refused.status, refused.message))
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            await answer(send, 503, b'{"error": "the credential store is unavailable, retry"}')
+            return
+        allowed = POLICY.get((scope["method"], route), frozenset())
+        if principal.role not in allowed:
+            who = "no role" if not allowed else "only " + ", ".join(sorted(allowed))
+            await answer(
+                send,
+                *_refusal(
+                    403,
+                    f"role {principal.role!r} may not use {scope['method']} {route} ({who})",
+                ),
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope, receive: Receive) -> tuple[Principal, Receive]:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        credentials: Credentials = scope["app"].state.clients.credentials
+        authorization = headers.get("authorization", "")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _Refused(401, "Authorization: expected 'Bearer <token>'")
+            person = await credentials.person(token.strip())
+            if person is None:
+                raise _Refused(401, "the token is unknown, expired or revoked")
+            return person, receive
+        device_id = headers.get("x-device-id")
+        if not device_id:
+            raise _Refused(401, CREDENTIALS_HELP)
+        device = await credentials.device(device_id)
+        if device is None:
+            raise _Refused(401, f"X-Device-Id: no device {device_id[:40]!r} in service")
+        checkpoints, key = device
+        body = await read_body(receive)
+        target = scope["path"] + (
+            "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
+        )
+        verdict = verify(
+            key,
+            scope["method"],
+            target,
+            headers.get("x-timestamp"),
+            body,
+            headers.get("x-signature"),
+            time.time(),
+        )
+        if not verdict.ok:
+            raise _Refused(401, verdict.reason)
+        if not await credentials.first_use(headers["x-signature"].lower()):
+            raise _Refused(401, "X-Signature: this request was already received (a replay)")
+        return (
+            Principal(device_id, "device", checkpoints=checkpoints),
+            _replay(body),
+        )
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def principal_of(scope_or_request: Any) -> Principal:
+    """The authenticated caller (a route behind :class:`Access` always has one)."""
+    state = scope_or_request.get("state", {}) if isinstance(scope_or_request, dict) else None
+    if state is None:
+        state = scope_or_request.scope.get("state", {})
+    found = state.get("principal")
+    if found is None:  # only reachable if the middleware is not installed
+        raise Forbidden("no credentials on this request")
+    p: Principal = found
+    return p
+
+
+def _principal(request: Request) -> Principal:
+    return principal_of(request)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+def check_checkpoint(p: Principal, checkpoint_ids: Any) -> None:
+    """A device acts only for its own checkpoints (403 naming the others)."""
+    if p.role != "device":
+        return
+    others = sorted({str(c) for c in checkpoint_ids} - set(p.checkpoints))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise Forbidden(f"device {p.name} may not act for checkpoint {shown}")
+
+
+def check_district(p: Principal, district: str | None, what: str = "this resident") -> None:
+    """An official sees the people of their own district only."""
+    if p.role == "official" and (district or "") != p.district:
+        raise Forbidden(f"{what} is outside district {p.district!r}")

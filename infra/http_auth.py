@@ -1,0 +1,45 @@
+"""httpx authentication for dancu's clients: a person's bearer token, or a checkpoint
+device's signature (HMAC over method, path with query, timestamp and body; see
+:mod:`infra.auth`). Used by the simulator, the gate program, benchmarks and tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+
+import httpx
+
+from infra.auth import sign
+
+
+class BearerAuth(httpx.Auth):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+class DeviceAuth(httpx.Auth):
+    """Signs every request with the device's key (a fresh timestamp each time, so a
+    retried request is a new signature, never a refused replay)."""
+
+    requires_request_body = True
+
+    def __init__(self, device_id: str, key: str) -> None:
+        self.device_id = device_id
+        self.key = key
+
+    def headers(self, method: str, target: str, body: bytes) -> dict[str, str]:
+        ts = int(time.time())
+        return {
+            "X-Device-Id": self.device_id,
+            "X-Timestamp": str(ts),
+            "X-Signature": sign(self.key, method, target, ts, body),
+        }
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        target = request.url.raw_path.decode("latin-1")
+        request.headers.update(self.headers(request.method, target, request.content))
+        yield request
