@@ -13,12 +13,12 @@ organisation) with :func:`check_district` and :func:`check_checkpoint`.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi import answer, read_body
@@ -78,6 +78,9 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/clusters/{cluster_id}/graph"): AGGREGATES,
     ("GET", "/v1/hotspots"): AGGREGATES,
     ("GET", "/v1/tracing/summary"): AGGREGATES,
+    # businesses and organisations: their own checkpoints and staff
+    ("GET", "/v1/owner/checkpoints"): frozenset({"owner"}),
+    ("GET", "/v1/organisations/staff"): frozenset({"owner"}),
     # administration
     ("POST", "/v1/admin/rebuild"): ADMIN,
     ("GET", "/v1/audit"): ADMIN,
@@ -97,14 +100,37 @@ class Forbidden(ApiError):
     status_code = 403
 
 
-def _route_path(scope: Scope) -> str | None:
-    """The declared path of the route this request reaches (None: no route)."""
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", ""))
-    return None
+class Routes:
+    """(method, path) → the declared route path, over the app's OpenAPI paths and
+    :data:`POLICY` (a path parameter matches one segment; literal segments win)."""
+
+    def __init__(self, templates: set[tuple[str, str]]) -> None:
+        def pattern(path: str) -> re.Pattern[str]:
+            parts = re.split(r"(\{[^}]+\})", path)
+            return re.compile(
+                "".join(
+                    ("[^/]+" if not p.endswith(":path}") else ".*")
+                    if p.startswith("{")
+                    else re.escape(p)
+                    for p in parts
+                )
+            )
+
+        ordered = sorted(templates, key=lambda t: (t[1].count("{"), -len(t[1])))
+        self.table = [(m, pattern(p), p) for m, p in ordered]
+
+    @classmethod
+    def of(cls, app: Any) -> Routes:
+        found: set[tuple[str, str]] = set(POLICY)
+        for path, operations in (app.openapi().get("paths") or {}).items():
+            found.update((m.upper(), path) for m in operations)
+        return cls(found)
+
+    def find(self, method: str, path: str) -> str | None:
+        for m, pattern, template in self.table:
+            if m == method and pattern.fullmatch(path):
+                return template
+        return None
 
 
 def _refusal(status: int, message: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -119,6 +145,7 @@ class Access:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.routes: Routes | None = None  # built on the first request (routes are known)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -130,7 +157,10 @@ class Access:
         ):
             await self.app(scope, receive, send)
             return
-        route = _route_path(scope)
+        if self.routes is None:
+            self.routes = Routes.of(scope["app"])
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]  # HEAD runs GET
+        route = self.routes.find(method, path)
         if route is None:  # no such route (404) or method (405): the app says which
             await self.app(scope, receive, send)
             return
@@ -144,14 +174,14 @@ class Access:
                 raise
             await answer(send, 503, b'{"error": "the credential store is unavailable, retry"}')
             return
-        allowed = POLICY.get((scope["method"], route), frozenset())
+        allowed = POLICY.get((method, route), frozenset())
         if principal.role not in allowed:
             who = "no role" if not allowed else "only " + ", ".join(sorted(allowed))
             await answer(
                 send,
                 *_refusal(
                     403,
-                    f"role {principal.role!r} may not use {scope['method']} {route} ({who})",
+                    f"role {principal.role!r} may not use {method} {route} ({who})",
                 ),
             )
             return

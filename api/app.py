@@ -18,12 +18,14 @@ from api.gate_path import GateFastPath
 from api.limits import BodyLimit, ServerTiming
 from api.proxy import StoreProxy
 from api.routes import (
+    access_admin,
     admin,
     audit,
     checkpoints,
     declarations,
     health,
     imports,
+    owners,
     quality,
     residents,
     scans,
@@ -86,6 +88,8 @@ def create_app(
         quality,
         tracing,
         declarations,
+        access_admin,
+        owners,
     ):
         app.include_router(module.router)
 

@@ -1,7 +1,8 @@
 """The gate's fast path: ``POST /v1/gate/check`` answered ahead of FastAPI's routing and
 dependency resolution (about half of a gate answer's CPU), with the route's own model,
-logic and error shape. Gate devices send hundreds of these a second; the route itself
-stays in the app for the OpenAPI schema."""
+logic and error shape. It sits inside :class:`api.access.Access`: the device is
+authenticated and its role checked before this runs. Gate devices send hundreds of these
+a second; the route itself stays in the app for the OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import orjson
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.access import principal_of
 from api.asgi import answer, read_body
 from api.errors import ApiError, validation_message
 from api.routes.residents import GateCheck, decide_gate
@@ -26,13 +28,9 @@ class GateFastPath:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
-        actor = "device"
-        for k, v in scope.get("headers") or []:
-            if k == b"x-actor":
-                actor = v.decode("latin-1")[:100]
         try:
             check = GateCheck.model_validate_json(body)
-            decision = await decide_gate(scope["app"].state.clients, check, actor)
+            decision = await decide_gate(scope["app"].state.clients, check, principal_of(scope))
             status, payload = 200, decision.model_dump()
         except ValidationError as exc:
             status, payload = 422, validation_message(exc.errors())

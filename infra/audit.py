@@ -15,7 +15,19 @@ from redis.asyncio import Redis
 from infra.clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
-AUDIT_COLUMNS = ["entry_id", "at", "actor", "action", "person_key", "subject", "why"]
+AUDIT_COLUMNS = [
+    "entry_id",
+    "at",
+    "actor",
+    "role",
+    "route",
+    "action",
+    "person_key",
+    "people",
+    "people_count",
+    "subject",
+    "why",
+]
 
 
 class AuditDrain:
@@ -36,14 +48,20 @@ class AuditDrain:
         for entry_id, raw in entries:
             fields = {str(k): str(v) for k, v in (raw or {}).items()}
             at = datetime.fromisoformat(fields.get("at") or datetime.now(UTC).isoformat())
+            people = fields.get("people", "")
             rows.append(
                 [
                     str(entry_id),
                     at,
-                    *(
-                        fields.get(c, "")
-                        for c in ("actor", "action", "person_key", "subject", "why")
-                    ),
+                    fields.get("actor", ""),
+                    fields.get("role", ""),
+                    fields.get("route", ""),
+                    fields.get("action", ""),
+                    fields.get("person_key", ""),
+                    people.split(",") if people else [],
+                    int(fields.get("people_count") or 0),
+                    fields.get("subject", ""),
+                    fields.get("why", ""),
                 ]
             )
         ch = self.ch
@@ -65,13 +83,28 @@ class AuditDrain:
                 log.warning("audit drain failed (%s); retrying", exc)
             await asyncio.sleep(interval)
 
-    async def recent(self, limit: int = 100) -> list[dict[str, object]]:
+    async def recent(
+        self, limit: int = 100, actor: str = "", person_key: str = "", since: datetime | None = None
+    ) -> list[dict[str, object]]:
+        """The newest entries, optionally only one caller's, or those naming one person."""
+        where: list[str] = ["1"]
+        params: dict[str, object] = {"limit": limit}
+        if actor:
+            where.append("actor = %(actor)s")
+            params["actor"] = actor
+        if person_key:
+            where.append("has(people, %(person)s)")
+            params["person"] = person_key
+        if since is not None:
+            where.append("at >= %(since)s")
+            params["since"] = since
+
         def query() -> list[dict[str, object]]:
             result = self.ch.call(
                 lambda c: c.query(
                     f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {self.ch.db}.audit_log FINAL "
-                    "ORDER BY at DESC LIMIT %(limit)s",
-                    parameters={"limit": limit},
+                    f"WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT %(limit)s",
+                    parameters=params,
                 )
             )
             return [

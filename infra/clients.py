@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra.audit import AuditDrain
-from infra.credentials import Credentials
 from infra.clickhouse import ClickHouse
+from infra.credentials import Credentials
 from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
 from infra.ledger import ImportLedger
@@ -22,6 +22,7 @@ from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
 from infra.residents import ClickHouseRegistry, ResidentStore
 from infra.secrets import pseudonym_key
 from infra.settings import Settings
+from infra.staff import StaffStore
 from infra.tracing_store import ClickHouseCandidates, TieredCandidates, TracingStore
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
@@ -143,6 +144,7 @@ class Clients:
     health: AgentHealth
     audit: AuditDrain
     credentials: Credentials
+    staff: StaffStore
     tracing: TracingStore
     candidates: TieredCandidates
     exposure_rules: ExposureRuleBook
@@ -182,6 +184,7 @@ class Clients:
             health=AgentHealth(),
             audit=AuditDrain(redis, settings.redis_prefix, ch),
             credentials=Credentials(redis, settings.redis_prefix),
+            staff=StaffStore(redis, settings.redis_prefix),
             tracing=TracingStore(redis, settings.redis_prefix, window),
             # Beyond the hot window only the store's owner can read ClickHouse.
             candidates=TieredCandidates(

@@ -25,7 +25,16 @@ HEALTH_RECORD_COLUMNS = [
     "import_id",
     "applied_at",
 ]
-CHECKPOINT_COLUMNS = ["checkpoint_id", "name", "type", "district", "ward", "capacity", "updated_at"]
+CHECKPOINT_COLUMNS = [
+    "checkpoint_id",
+    "name",
+    "type",
+    "district",
+    "ward",
+    "capacity",
+    "owner",
+    "updated_at",
+]
 
 
 class ResidentStore:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from registry.imports import (
     parse_row,
 )
 from registry.matching import normalise_name, verify
-from registry.ports import HealthRecordSink, ImportLedgerPort, ResidentRegistry
+from registry.ports import HealthRecordSink, ImportLedgerPort, ResidentRegistry, StaffDirectory
 from registry.reports import ImportFailed, ImportReport, ReportBuilder, columns_text
 
 CHUNK = 10_000
@@ -45,6 +45,8 @@ class Importer:
     ledger: ImportLedgerPort
     records: HealthRecordSink
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    staff: StaffDirectory | None = None  # where staff lists go (not to the status agent)
+    _organisation: str | None = field(default=None, init=False, repr=False)
 
     async def run(
         self,
@@ -53,12 +55,17 @@ class Importer:
         rows: Iterator[dict[str, str | None]],
         source: str,
         progress: Callable[[int], None] = lambda n: None,
+        organisation: str | None = None,
     ) -> ImportReport:
+        """``organisation``: an owner's import, which may name only its own organisation."""
         kind = KINDS.get(kind_name)
         if kind is None:
             raise ImportFailed(
                 f"unknown import kind {kind_name!r}; one of: " + ", ".join([*KINDS, "residents"])
             )
+        if kind.name == "staff" and self.staff is None:
+            raise ImportFailed("staff lists are imported through the API (POST /v1/imports/staff)")
+        self._organisation = organisation  # read by _own while rows are parsed
         missing, extra = header_problems(kind, header)
         if missing:
             raise ImportFailed(
@@ -78,7 +85,7 @@ class Importer:
                     if "__error__" in raw:
                         chunk.append(ParsedRow(number, None, error=str(raw["__error__"])))
                     else:
-                        chunk.append(parse_row(kind, number, raw))
+                        chunk.append(self._own(parse_row(kind, number, raw)))
                     if len(chunk) >= CHUNK:
                         break
                 if not chunk:
@@ -96,6 +103,17 @@ class Importer:
         if newest:
             await self.ledger.touch_freshness(kind.name, newest)
         return report
+
+    def _own(self, row: ParsedRow) -> ParsedRow:
+        """An owner's row naming another organisation is invalid (nothing else changes)."""
+        org = self._organisation
+        if org is None or row.error or row.record.get("organisation") in (None, org):
+            return row
+        return ParsedRow(
+            row.row,
+            row.person_id,
+            error=f"organisation: {quote(str(row.record['organisation']))} is not yours ({org})",
+        )
 
     async def _chunk(
         self, kind: Kind, import_id: str, chunk: list[ParsedRow], seen_here: dict[str, str]
@@ -163,7 +181,12 @@ class Importer:
                     alias=normalise_name(str(name)) if match.name_differs and name else None,
                 )
             )
-        if events:
+        if events and kind.name == "staff" and self.staff is not None:
+            await self.staff.send(events)
+            await self.ledger.mark_applied(
+                {str(e["record_id"]): content_of(kind.name, e["record"]) for e in events}  # type: ignore[arg-type]
+            )
+        elif events:
             await self.records.send(events)
         await self.ledger.queue_review(reviews)
         return result, newest

@@ -200,6 +200,15 @@ def _test_result(row: dict[str, str]) -> dict[str, object]:
     }
 
 
+def _staff(row: dict[str, str]) -> dict[str, object]:
+    organisation = row["organisation"].strip()
+    if not organisation:
+        raise RowError("organisation: empty")
+    if len(organisation) > 200:
+        raise RowError("organisation: longer than 200 characters")
+    return {**_common(row), "organisation": organisation, "unit": row.get("unit", "").strip()}
+
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
@@ -256,6 +265,17 @@ KINDS: dict[str, Kind] = {
             "sampled_at",
             _test_result,
             ("result", "test_type", "sampled_at"),
+        ),
+        # An organisation's staff list (the access issue): who works where, so its owner
+        # sees their card colours and exposure tiers.
+        Kind(
+            "staff",
+            ("person_id", "name", "dob", "organisation"),
+            ("unit",),
+            ("organisation",),
+            "",
+            _staff,
+            ("organisation", "unit"),
         ),
     )
 }

@@ -50,6 +50,12 @@ class HealthRecordSink(Protocol):
     async def send(self, events: list[dict[str, object]]) -> None: ...
 
 
+class StaffDirectory(Protocol):
+    """Organisations' staff lists (matched staff records), by pseudonym."""
+
+    async def send(self, events: list[dict[str, object]]) -> None: ...
+
+
 class RegistryAnalytics(Protocol):
     """The pseudonymous copy of the registry (ClickHouse); blocking calls run off the loop
     inside the adapter."""

@@ -175,5 +175,6 @@ def checkpoint_row(fields: dict[str, str], now: datetime) -> list[object]:
         fields.get("district", ""),
         fields.get("ward", ""),
         int(fields.get("capacity") or 0),
+        fields.get("owner", ""),
         now,
     ]

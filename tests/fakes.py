@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from infra.credentials import Principal
 from registry.residents import ANALYTICS_COLUMNS, Identity
 from tracing.events import DeadLetter
 from tracing.visits import Visit
@@ -431,3 +432,36 @@ class MemoryTracingOut:
         from tracing.reports import late_record
 
         self.late_records.extend(late_record(r, v) for r, v in items)
+
+
+class MemoryCredentials:
+    """People's tokens and devices' keys in memory (the Access middleware's store)."""
+
+    def __init__(self) -> None:
+        self.people: dict[str, Principal] = {}
+        self.devices: dict[str, tuple[frozenset[str], str]] = {}
+        self.seen: set[str] = set()
+
+    def add_token(self, role: str, district: str = "", organisation: str = "") -> str:
+        token = f"tok-{role}-{len(self.people)}"
+        self.people[token] = Principal(
+            f"{role}-{len(self.people)}", role, district, organisation=organisation
+        )
+        return token
+
+    def add_device(self, *checkpoints: str) -> tuple[str, str]:
+        device_id = f"dev-{len(self.devices)}"
+        self.devices[device_id] = (frozenset(checkpoints), f"key-{device_id}")
+        return device_id, f"key-{device_id}"
+
+    async def person(self, token: str) -> Principal | None:
+        return self.people.get(token)
+
+    async def device(self, device_id: str) -> tuple[frozenset[str], str] | None:
+        return self.devices.get(device_id)
+
+    async def first_use(self, signature: str) -> bool:
+        if signature in self.seen:
+            return False
+        self.seen.add(signature)
+        return True

@@ -7,15 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, model_validator
 
-from api.audit import audit
+from api.access import Forbidden, PrincipalDep
+from api.audit import AuditDep
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from infra.clients import Clients
+from infra.credentials import Principal
 from registry.errors import quote
 from registry.reference import hanoi_wards
+from registry.residents import checkpoint_row
 
 router = APIRouter(prefix="/v1", tags=["checkpoints"])
 
@@ -49,6 +52,11 @@ class CheckpointFields(BaseModel):
     district: str = Field(min_length=1, max_length=60)
     ward: str = Field(default="", max_length=80)
     capacity: int = Field(default=0, ge=0, le=1_000_000)
+    owner: str = Field(
+        default="",
+        max_length=200,
+        description="the business or organisation that registered it (set for owners)",
+    )
 
     @model_validator(mode="after")
     def _known_place(self) -> CheckpointFields:
@@ -77,33 +85,35 @@ def _stored(cp: CheckpointFields, checkpoint_id: str) -> dict[str, str]:
 async def _to_analytics(clients: Clients, rows: list[dict[str, str]]) -> None:
     """Checkpoints live in ClickHouse too: the dashboards, and a rebuild of Redis."""
     now = datetime.now(UTC)
-    await clients.analytics.insert_checkpoints(
-        [
-            [
-                r["checkpoint_id"],
-                r["name"],
-                r["type"],
-                r["district"],
-                r["ward"],
-                int(r["capacity"]),
-                now,
-            ]
-            for r in rows
-        ]
-    )
+    await clients.analytics.insert_checkpoints([checkpoint_row(r, now) for r in rows])
+
+
+def _owned(principal: Principal, cp: CheckpointFields) -> CheckpointFields:
+    """An owner registers checkpoints for its own organisation, whatever the body says."""
+    if principal.role != "owner":
+        return cp
+    if cp.owner and cp.owner != principal.organisation:
+        raise Forbidden(f"owner: you speak for {quote(principal.organisation)} only")
+    return cp.model_copy(update={"owner": principal.organisation})
 
 
 @router.post("/checkpoints", status_code=201, response_model=CheckpointsCreated)
-async def register(body: list[CheckpointCreate], clients: ClientsDep) -> CheckpointsCreated:
+async def register(
+    body: list[CheckpointCreate], clients: ClientsDep, principal: PrincipalDep
+) -> CheckpointsCreated:
     """Register new checkpoints. Re-sending one exactly as registered is harmless; sending
-    a registered ID with other details is a 409 naming it (use PUT to change it)."""
+    a registered ID with other details is a 409 naming it (use PUT to change it). An
+    owner's checkpoints belong to its organisation."""
     if not body:
         raise BadInput("no checkpoints in the body")
     if len(body) > MAX_PER_REQUEST:
         raise BadInput(f"at most {MAX_PER_REQUEST} checkpoints per request, got {len(body)}")
-    rows = [_stored(cp, cp.checkpoint_id) for cp in body]
+    rows = [_stored(_owned(principal, cp), cp.checkpoint_id) for cp in body]
     created, unchanged, conflicts = await clients.checkpoints.create_many(rows)
-    await _to_analytics(clients, [r for r in rows if r["checkpoint_id"] not in conflicts])
+    stored = [r for r in rows if r["checkpoint_id"] not in conflicts]
+    await _to_analytics(clients, stored)
+    for owner in {r["owner"] for r in stored if r["owner"]}:
+        await clients.staff.own(owner, [r["checkpoint_id"] for r in stored if r["owner"] == owner])
     if conflicts:
         raise Conflict(
             f"{len(conflicts)} checkpoint(s) already registered with other details "
@@ -118,22 +128,26 @@ async def update(
     checkpoint_id: Annotated[str, Path(pattern=CHECKPOINT_ID)],
     body: CheckpointFields,
     clients: ClientsDep,
-    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
-    x_purpose: Annotated[str, Header(max_length=200)] = "checkpoint update",
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> dict[str, object]:
-    """Change a registered checkpoint's details; the change is audited (before → after)."""
+    """Change a registered checkpoint's details; the change is audited (before → after).
+    An owner changes only its own organisation's checkpoints."""
+    body = _owned(principal, body)
+    if principal.role == "owner":
+        current = (await clients.checkpoints.lookup([checkpoint_id]))[checkpoint_id]
+        if current and current.get("owner") != principal.organisation:
+            raise Forbidden(f"checkpoint {quote(checkpoint_id)} is not your organisation's")
     before = await clients.checkpoints.replace(checkpoint_id, _stored(body, checkpoint_id))
     if before is None:
         raise NotFound(f"checkpoint {quote(checkpoint_id)} is not registered; POST it first")
     await _to_analytics(clients, [_stored(body, checkpoint_id)])
+    if body.owner:
+        await clients.staff.own(body.owner, [checkpoint_id])
     changed = sorted(k for k, v in _stored(body, checkpoint_id).items() if before.get(k) != v)
     await audit(
-        clients,
-        x_actor,
         "checkpoint-update",
-        f"{checkpoint_id}: "
+        subject=f"{checkpoint_id}: "
         + ", ".join(f"{k} {before.get(k)!s}→{getattr(body, k)}" for k in changed),
-        x_purpose,
-        person=False,
     )
     return {"checkpoint_id": checkpoint_id, "changed": changed}

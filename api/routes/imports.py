@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.audit import audit
+from api.access import Forbidden, PrincipalDep
+from api.audit import AuditDep
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from infra.tables import TableError, read_stream
@@ -34,12 +35,17 @@ async def create_import(
     kind: str,
     request: Request,
     clients: ClientsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
     filename: Annotated[str, Query(max_length=200)] = "upload",
 ) -> dict[str, Any]:
     """Import a file of records (CSV with a header row, or JSON Lines). The body streams
-    into a spool file (memory up to 8 MiB, disk beyond), so its size costs no memory."""
+    into a spool file (memory up to 8 MiB, disk beyond), so its size costs no memory.
+    An owner imports only its own organisation's staff list (kind ``staff``)."""
     if kind not in KINDS:
         raise NotFound(f"unknown import kind {quote(kind)}; one of: {', '.join(KINDS)}")
+    if principal.role == "owner" and kind != "staff":
+        raise Forbidden("an owner imports its staff list only (POST /v1/imports/staff)")
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by the rows
     size = 0
     async for chunk in request.stream():
@@ -51,13 +57,23 @@ async def create_import(
     spool.seek(0)
     try:
         header, rows = read_stream(spool, filename)  # type: ignore[arg-type]  # a binary file
-        importer = Importer(clients.residents, clients.ledger, clients.health_records)
-        report = await importer.run(kind, header, rows, source=f"api:{filename}")
+        importer = Importer(
+            clients.residents, clients.ledger, clients.health_records, staff=clients.staff
+        )
+        report = await importer.run(
+            kind,
+            header,
+            rows,
+            source=f"api:{filename}",
+            organisation=principal.organisation if principal.role == "owner" else None,
+        )
     except (TableError, ImportFailed) as exc:
         raise BadInput(str(exc)) from exc
     finally:
         spool.close()
-    return report.as_dict()
+    result = report.as_dict()
+    await audit("import", subject=f"{kind} {result.get('import_id', '')}: {filename}"[:200])
+    return result
 
 
 @router.get("/imports")
@@ -77,9 +93,8 @@ async def get_import(import_id: str, clients: ClientsDep) -> dict[str, Any]:
 async def get_import_records(
     import_id: str,
     clients: ClientsDep,
+    audit: AuditDep,
     outcome: Annotated[str | None, Query(description="only this outcome")] = None,
-    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
-    x_purpose: Annotated[str, Header(max_length=200)] = "import records",
 ) -> StreamingResponse:
     """One JSON line per input row: {"row", "outcome", "reason", "person_id"} (audited:
     the lines carry ID numbers)."""
@@ -93,7 +108,8 @@ async def get_import_records(
     if outcome is not None and outcome not in known:
         raise BadInput(f"outcome must be one of {', '.join(known)}; got {quote(outcome)}")
     wanted = f'"outcome":"{outcome}"'.encode() if outcome else None
-    await audit(clients, x_actor, "import-records", import_id, x_purpose, person=False)
+    # The export names everyone in the import: the record names the import itself.
+    await audit("import-records", subject=f"import {import_id} ({outcome or 'all'})")
 
     def lines() -> Iterator[bytes]:
         with open(path, "rb") as handle:
@@ -112,13 +128,13 @@ class ReviewDecision(BaseModel):
 @router.get("/review")
 async def review_queue(
     clients: ClientsDep,
+    audit: AuditDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
-    x_purpose: Annotated[str, Header(max_length=200)] = "review",
 ) -> list[dict[str, Any]]:
     """Mismatched records waiting for a data steward (names, birth dates, IDs: audited)."""
     items = await clients.ledger.review_items(limit)
-    await audit(clients, x_actor, "review-list", f"{len(items)} items", x_purpose, person=False)
+    people = [str(i.get("event", {}).get("person_id") or "") for i in items]
+    await audit("review-list", [p for p in people if p], subject=f"{len(items)} items")
     return items
 
 
@@ -127,7 +143,7 @@ async def decide(
     review_id: str,
     body: ReviewDecision,
     clients: ClientsDep,
-    x_actor: Annotated[str, Header(max_length=100)] = "anonymous",
+    audit: AuditDep,
 ) -> dict[str, Any]:
     item = await decide_review(
         clients.ledger,
@@ -139,7 +155,7 @@ async def decide(
     if item is None:
         raise NotFound(f"no review item {quote(review_id)}")
     note = f"{body.decision}: {body.note}"[:200]
-    await audit(clients, x_actor, "review-decision", str(item["event"]["person_id"]), note)
+    await audit("review-decision", [str(item["event"]["person_id"])], subject=note)
     return {
         "review_id": review_id,
         "decision": body.decision,

@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, model_validator
 
-from api.audit import audit, audit_entry
+from api.access import PrincipalDep, check_checkpoint, check_district
+from api.audit import AuditDep, audit_entry
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from api.routes.checkpoints import CHECKPOINT_ID
 from infra.clients import Clients
+from infra.credentials import Principal
 from registry.cards import gate_decision
 from registry.cccd import MAX_PAYLOAD, parse_cccd
 from registry.errors import InvalidQrPayload, quote
@@ -21,6 +23,7 @@ from registry.ids import check_id
 from registry.residents import status_view
 
 router = APIRouter(prefix="/v1", tags=["residents"])
+GATE_ROUTE = "POST /v1/gate/check"
 
 
 class NotFound(ApiError):
@@ -45,13 +48,17 @@ def _valid_id(person_id: str) -> str:
 async def resident_status(
     person_id: Annotated[str, Path(max_length=64)],
     clients: ClientsDep,
-    x_actor: Annotated[str, Header(max_length=100, description="who is asking")] = "anonymous",
-    x_purpose: Annotated[str, Header(max_length=200, description="why")] = "status lookup",
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> dict[str, Any]:
+    """A resident's card colour and its reasons (officials of the resident's district;
+    audited with the stated ``X-Purpose``)."""
     fields = await clients.residents.get(_valid_id(person_id))
-    await audit(clients, x_actor, "status", person_id, x_purpose)
     if fields is None:
+        await audit("status", [person_id])  # asking about someone is a read too
         raise NotFound(f"ID {person_id} is not in the registry")
+    check_district(principal, fields.get("district"))
+    await audit("status", [person_id])
     return status_view(fields, clients.rules, datetime.now(UTC))
 
 
@@ -79,16 +86,18 @@ class GateDecision(BaseModel):
 async def gate_check(
     body: GateCheck,
     clients: ClientsDep,
-    x_actor: Annotated[str, Header(max_length=100)] = "device",
+    principal: PrincipalDep,
 ) -> GateDecision:
-    """Allow or deny at a checkpoint by the resident's card colour and the place's policy.
+    """Allow or deny at a checkpoint by the resident's card colour and the place's policy
+    (a device, for its own checkpoint).
 
     (Served by :class:`api.gate_path.GateFastPath` ahead of the router, with this same
     logic: a gate answer skips routing and dependency resolution.)"""
-    return await decide_gate(clients, body, x_actor)
+    return await decide_gate(clients, body, principal)
 
 
-async def decide_gate(clients: Clients, body: GateCheck, actor: str) -> GateDecision:
+async def decide_gate(clients: Clients, body: GateCheck, who: Principal) -> GateDecision:
+    check_checkpoint(who, [body.checkpoint_id])
     if body.qr:
         try:
             person_id = parse_cccd(body.qr).id
@@ -103,7 +112,10 @@ async def decide_gate(clients: Clients, body: GateCheck, actor: str) -> GateDeci
         raise NotFound(f"checkpoint {quote(body.checkpoint_id)} is not registered")
     # The resident's record and the audit entry in one round trip.
     fields = await clients.residents.get_audited(
-        person_id, audit_entry(clients, actor[:100], "gate-check", person_id, body.checkpoint_id)
+        person_id,
+        audit_entry(
+            clients, who, GATE_ROUTE, "gate-check", [person_id], "gate", body.checkpoint_id
+        ),
     )
     if fields is None:
         return GateDecision(

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from api.access import PrincipalDep, check_checkpoint
 from api.deps import ClientsDep
 from api.errors import BadInput, TooLarge
 from infra import topics
@@ -64,7 +65,11 @@ def parse_scans(
 
 
 @router.post("/scans", status_code=202, response_model=ScansAccepted)
-async def post_scans(request: Request, clients: ClientsDep) -> ScansAccepted:
+async def post_scans(
+    request: Request, clients: ClientsDep, principal: PrincipalDep
+) -> ScansAccepted:
+    """Scans from a checkpoint device (for its own checkpoints only: a batch naming another
+    checkpoint is refused whole, 403)."""
     raw = await request.body()
     try:
         body = orjson.loads(raw)
@@ -74,6 +79,7 @@ async def post_scans(request: Request, clients: ClientsDep) -> ScansAccepted:
     good, bad = parse_scans(body, datetime.now(UTC), max_age)
     if not good:
         raise BadInput("no valid scan in the request", details=[b.model_dump() for b in bad])
+    check_checkpoint(principal, {s.checkpoint_id for s in good})
     groups: dict[str, list[dict[str, object]]] = defaultdict(list)
     for s in good:
         groups[s.checkpoint_id].append(s.model_dump(mode="json", exclude_none=True))

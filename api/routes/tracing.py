@@ -13,15 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.audit import audit
+from api.access import PrincipalDep, check_district
+from api.audit import AuditDep
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
 from infra import topics
 from infra.clients import Clients
+from infra.credentials import Principal
 from registry.errors import quote
 from registry.ids import check_id
 from registry.residents import exposure_entries, status_view
@@ -33,8 +35,6 @@ from tracing.reports import ReportState, stamp
 router = APIRouter(prefix="/v1", tags=["tracing"])
 
 ReportId = Annotated[str, Path(pattern=REPORT_ID, description="the report's ID")]
-Actor = Annotated[str, Header(max_length=100, description="who is asking")]
-Purpose = Annotated[str, Header(max_length=200, description="why")]
 
 
 class NotFound(ApiError):
@@ -63,9 +63,31 @@ def _report(body: dict[str, Any]) -> F0Reported:
     return report
 
 
-async def _known(clients: Clients, person_id: str) -> None:
-    if await clients.residents.get(person_id) is None:
+async def _known(clients: Clients, person_id: str, who: Principal) -> None:
+    """The F0 is a registered resident of the official's own district."""
+    fields = await clients.residents.get(person_id)
+    if fields is None:
         raise BadInput(f"person_id: {person_id} is not in the registry")
+    check_district(who, fields.get("district"), "the F0")
+
+
+async def _own_report(clients: Clients, state: ReportState, who: Principal) -> None:
+    """An official acts on and reads the reports of their own district's F0s."""
+    districts = await clients.residents.districts_of([state.person_id])
+    check_district(who, districts.get(state.person_id), f"report {state.report_id}'s F0")
+
+
+async def _shown(
+    clients: Clients, who: Principal, keys: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(pseudonym → ID of the people this official may see by ID, pseudonym → district):
+    people of other districts appear by pseudonym only."""
+    ids = await clients.residents.ids_of(keys)
+    districts = await clients.residents.districts_of(sorted(set(ids.values())))
+    visible = {
+        k: i for k, i in ids.items() if who.role != "official" or districts.get(i) == who.district
+    }
+    return visible, {k: districts.get(i, "") for k, i in ids.items()}
 
 
 async def _send(clients: Clients, report_id: str, body: dict[str, object]) -> None:
@@ -113,11 +135,14 @@ async def _submit(clients: Clients, report: F0Reported, action: str) -> JSONResp
 
 
 @router.post("/reports/f0", status_code=202)
-async def report_f0(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
-    """An F0 (positive case): traced at once. → 202 ``{"report_id", "status": "tracing"}``.
-    Re-posting the same report is harmless; a changed one is corrected with PUT."""
+async def report_f0(
+    body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep
+) -> JSONResponse:
+    """An F0 (positive case) of the official's district: traced at once. → 202
+    ``{"report_id", "status": "tracing"}``. Re-posting the same report is harmless; a
+    changed one is corrected with PUT."""
     report = _report(body)
-    await _known(clients, report.person_id)
+    await _known(clients, report.person_id, principal)
     old = await _view(clients, report.report_id)
     if old is not None:
         if old.status == "withdrawn":
@@ -137,15 +162,16 @@ async def report_f0(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
 
 @router.put("/reports/f0/{report_id}", status_code=202)
 async def correct_f0(
-    report_id: ReportId, body: dict[str, Any], clients: ClientsDep
+    report_id: ReportId, body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep
 ) -> JSONResponse:
     """A corrected report (same body as POST): its exposures are recomputed, the flags
     that no longer hold are withdrawn."""
     if body.get("report_id", report_id) != report_id:
         raise BadInput("report_id: the body names another report than the path")
     report = _report({**body, "report_id": report_id})
-    await _known(clients, report.person_id)
+    await _known(clients, report.person_id, principal)
     old = await _state(clients, report_id)
+    await _own_report(clients, old, principal)
     if old.status == "withdrawn":
         raise Conflict(
             f"report {quote(report_id)} was withdrawn; report it again under a new report_id"
@@ -154,10 +180,13 @@ async def correct_f0(
 
 
 @router.delete("/reports/f0/{report_id}", status_code=202)
-async def withdraw_f0(report_id: ReportId, clients: ClientsDep) -> JSONResponse:
+async def withdraw_f0(
+    report_id: ReportId, clients: ClientsDep, principal: PrincipalDep
+) -> JSONResponse:
     """Withdraw a report (a false positive): its exposures are withdrawn and the statuses
     that only it caused restored."""
     state = await _state(clients, report_id)
+    await _own_report(clients, state, principal)
     if state.status != "withdrawn":
         await _send(clients, report_id, {"action": "withdraw", "report_id": report_id})
     return _accepted(report_id, "withdrawn")
@@ -165,15 +194,19 @@ async def withdraw_f0(report_id: ReportId, clients: ClientsDep) -> JSONResponse:
 
 @router.post("/reports/f0/{report_id}/approve", status_code=202)
 async def approve_f0(
-    report_id: ReportId, clients: ClientsDep, x_actor: Actor = "anonymous"
+    report_id: ReportId, clients: ClientsDep, principal: PrincipalDep, audit: AuditDep
 ) -> JSONResponse:
     """Release a held report (more people than the brake's limit): it is applied."""
     state = await _state(clients, report_id)
+    await _own_report(clients, state, principal)
     if state.status != "held":
         raise Conflict(f"report {quote(report_id)} is {state.status}, not held")
     await _send(
-        clients, report_id, {"action": "approve", "report_id": report_id, "by": x_actor[:100]}
+        clients,
+        report_id,
+        {"action": "approve", "report_id": report_id, "by": principal.name[:100]},
     )
+    await audit("f0-approve", [state.person_id], subject=report_id)
     return JSONResponse({"report_id": report_id, "status": "tracing"}, status_code=202)
 
 
@@ -181,23 +214,29 @@ async def approve_f0(
 async def get_f0(
     report_id: ReportId,
     clients: ClientsDep,
-    x_actor: Actor = "anonymous",
-    x_purpose: Purpose = "report status",
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> dict[str, object]:
     """``{"report_id", "person_id", "status", "window", "counts", "rule_version"}``
     (and ``preview`` while held). Names the F0: audited."""
     state = await _state(clients, report_id)
-    await audit(clients, x_actor, "f0-report", state.person_id, x_purpose)
+    await _own_report(clients, state, principal)
+    await audit("f0-report", [state.person_id], subject=report_id)
     return state.public()
 
 
-async def _exposure_rows(clients: Clients, exposures: list[Exposure]) -> list[dict[str, object]]:
+async def _exposure_rows(
+    clients: Clients, exposures: list[Exposure], who: Principal
+) -> list[dict[str, object]]:
+    """The exposures of the caller's district (an official sees their own residents; the
+    F0 or F1 they were exposed through appears by ID when also theirs, else by pseudonym)."""
     keys = sorted({e.person_key for e in exposures} | {e.via for e in exposures})
-    ids = await clients.residents.ids_of(keys)
+    ids, districts = await _shown(clients, who, keys)
     return [
         {
             "person_id": ids.get(e.person_key),
             "person_key": e.person_key,
+            "district": districts.get(e.person_key, ""),
             "tier": e.tier,
             "via": ids.get(e.via, e.via),
             "checkpoint_id": e.checkpoint_id,
@@ -208,18 +247,20 @@ async def _exposure_rows(clients: Clients, exposures: list[Exposure]) -> list[di
             "report_id": e.report_id,
         }
         for e in exposures
+        if e.person_key in ids
     ]
 
 
 @router.get("/exposures")
 async def exposures(
     clients: ClientsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
     f0: Annotated[str, Query(max_length=128, description="a report ID or an F0's person ID")],
-    x_actor: Actor = "anonymous",
-    x_purpose: Purpose = "exposure list",
 ) -> list[dict[str, object]]:
-    """Everyone a report flagged (F1, F2) with the evidence; complete once the report's
-    status is ``done``. ``f0`` is a report ID, or a person ID (all their reports)."""
+    """Everyone a report flagged (F1, F2) in the official's district, with the evidence;
+    complete once the report's status is ``done``. ``f0`` is a report ID, or a person ID
+    (all their reports)."""
     state = await _view(clients, f0)
     if state is not None:
         report_ids = [state.report_id]
@@ -231,8 +272,13 @@ async def exposures(
         raise NotFound(f"f0: no report {quote(f0)}, and it is not a valid personal ID")
     rows: list[dict[str, object]] = []
     for report_id in report_ids:
-        rows.extend(await _exposure_rows(clients, await clients.tracing.exposures(report_id)))
-    await audit(clients, x_actor, "exposures", ",".join(report_ids), x_purpose, person=False)
+        rows.extend(
+            await _exposure_rows(clients, await clients.tracing.exposures(report_id), principal)
+        )
+    shown = {str(r["person_id"]) for r in rows} | {
+        str(r["via"]) for r in rows if check_id(str(r["via"])).valid
+    }
+    await audit("exposures", shown, subject=",".join(report_ids)[:200])
     return rows
 
 
@@ -240,24 +286,28 @@ async def exposures(
 async def why(
     person_id: Annotated[str, Path(max_length=64)],
     clients: ClientsDep,
-    x_actor: Actor = "anonymous",
-    x_purpose: Purpose = "evidence lookup",
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> dict[str, object]:
     """The chain of evidence behind a person's tier: each report that flagged them, the
-    visit and overlap, and (for an F2) the F1's own evidence back to the F0."""
+    visit and overlap, and (for an F2) the F1's own evidence back to the F0. People of
+    other districts in the chain appear by pseudonym."""
     fields = await clients.residents.get(_valid_id(person_id))
-    await audit(clients, x_actor, "why", person_id, x_purpose)
     if fields is None:
+        await audit("why", [person_id])
         raise NotFound(f"ID {person_id} is not in the registry")
+    check_district(principal, fields.get("district"))
+    shown: set[str] = {person_id}
     key = clients.pseudonymize(person_id)
     chains: list[dict[str, object]] = []
     for report_id, entry in sorted(exposure_entries(fields).items()):
         state = await clients.tracing.get(report_id)
+        f0_ids, _ = await _shown(clients, principal, [state.person_key] if state else [])
         link: dict[str, object] = {
             "tier": entry.get("tier"),
             "report_id": report_id,
             "report_status": state.status if state else None,
-            "f0_person_id": state.person_id if state else None,
+            "f0_person_id": f0_ids.get(state.person_key) if state else None,
             "window": {"start": state.window_start, "end": state.window_end} if state else None,
         }
         steps: list[Exposure] = []
@@ -267,14 +317,17 @@ async def why(
             while e is not None and len(steps) < 3:  # F2 → their F1 → the F0
                 steps.append(e)
                 e = by_key.get(e.via)
-        ids = await clients.residents.ids_of(
-            sorted({s.person_key for s in steps} | {s.via for s in steps})
+        ids, _ = await _shown(
+            clients, principal, sorted({s.person_key for s in steps} | {s.via for s in steps})
         )
+        shown.update(ids.values())
+        shown.update(str(v) for v in f0_ids.values())
         link["chain"] = [
             {
                 "tier": s.tier,
                 "person_id": ids.get(s.person_key),
-                "via": ids.get(s.via),
+                "person_key": s.person_key,
+                "via": ids.get(s.via, s.via),
                 "reason": s.reason,
                 "checkpoint_id": s.checkpoint_id,
                 "overlap_start": s.overlap_start.isoformat(),
@@ -287,6 +340,7 @@ async def why(
     rank = {"F0": 0, "F1": 1, "F2": 2}
     tier = min((str(c["tier"]) for c in chains), key=lambda x: rank.get(x, 9), default=None)
     status = status_view(fields, clients.rules, datetime.now(UTC))
+    await audit("why", shown)
     return {"person_id": person_id, "tier": tier, "colour": status["colour"], "evidence": chains}
 
 
@@ -294,15 +348,17 @@ async def why(
 async def contacts(
     person_id: Annotated[str, Path(max_length=64)],
     clients: ClientsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
     since: datetime | None = None,
     until: datetime | None = None,
-    x_actor: Actor = "anonymous",
-    x_purpose: Purpose = "contact list",
 ) -> list[dict[str, object]]:
     """Everyone co-located with this person for at least the rules' minimum overlap in
     [since, until] (default: the last 14 days), with the evidence: for a suspected case
-    before a test result."""
+    before a test result. Contacts of other districts appear by pseudonym."""
     _valid_id(person_id)
+    districts = await clients.residents.districts_of([person_id])
+    check_district(principal, districts.get(person_id))
     now = datetime.now(UTC)
     until = until or now
     since = since or until - timedelta(days=14)
@@ -328,8 +384,8 @@ async def contacts(
         co_locations(key, own, Window(since, until), MemoryVisits.of([*own, *near]), rules),
         key=lambda c: (c.overlap_start, c.person_key, c.checkpoint_id),
     )
-    ids = await clients.residents.ids_of(sorted({c.person_key for c in found}))
-    await audit(clients, x_actor, "contacts", person_id, x_purpose)
+    ids, _ = await _shown(clients, principal, sorted({c.person_key for c in found}))
+    await audit("contacts", [person_id, *ids.values()])
     return [
         {
             "person_id": ids.get(c.person_key),

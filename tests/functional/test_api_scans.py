@@ -6,7 +6,9 @@ import orjson
 import pytest
 
 from api.app import create_app
+from infra.http_auth import DeviceAuth
 from infra.settings import Settings
+from tests.fakes import MemoryCredentials
 
 
 class FakeProducer:
@@ -32,8 +34,14 @@ def api() -> tuple[httpx.AsyncClient, FakeProducer]:
     settings = Settings(topic_prefix="t-")
     app = create_app(settings)
     producer = FakeProducer()
-    app.state.clients = SimpleNamespace(settings=settings, producer=producer)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    credentials = MemoryCredentials()
+    app.state.clients = SimpleNamespace(
+        settings=settings, producer=producer, credentials=credentials
+    )
+    device = DeviceAuth(*credentials.add_device("cp1", "cp2", "cp3"))
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", auth=device
+    )
     return client, producer
 
 

@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from api.app import create_app
+from infra.http_auth import DeviceAuth
 from infra.settings import Settings
+from tests.fakes import MemoryCredentials
 from registry.health import apply_record
 
 KNOWN = "001090123456"
@@ -34,10 +36,15 @@ def api() -> tuple[httpx.AsyncClient, Records]:
     settings = Settings(topic_prefix="t-")
     app = create_app(settings)
     records = Records()
+    credentials = MemoryCredentials()
     app.state.clients = SimpleNamespace(
-        settings=settings, residents=Residents(), health_records=records
+        settings=settings, residents=Residents(), health_records=records, credentials=credentials
     )
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        auth=DeviceAuth(*credentials.add_device("cp-1")),
+    )
     return client, records
 
 
