@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -153,14 +155,92 @@ def _settings() -> Settings:
 
 
 def _via_api(settings: Settings, method: str, path: str, timeout: float) -> bool:
-    """Ask the running process (the owner of the embedded store); False when none answers."""
+    """Ask the running process (the owner of the embedded store); False when none answers.
+    The CLI signs in with an admin token of its own, living only for this call (whoever
+    runs the CLI holds the credential store already)."""
+    from infra.credentials import Credentials
+    from infra.redis_store import make_redis
+
     try:
-        r = httpx.request(method, f"{settings.api_url}{path}", timeout=timeout)
+        httpx.get(f"{settings.api_url}/healthz", timeout=5)
+    except httpx.HTTPError:
+        return False
+    name = f"cli-{os.getpid()}-{secrets.token_hex(3)}"
+
+    async def issue() -> str:
+        redis = make_redis(settings.redis_url)
+        try:
+            token, _ = await Credentials(redis, settings.redis_prefix).add_user(
+                name, "admin", seconds=int(timeout) + 60
+            )
+            return token
+        finally:
+            await redis.aclose()
+
+    async def revoke() -> None:
+        redis = make_redis(settings.redis_url)
+        try:
+            await Credentials(redis, settings.redis_prefix).revoke_user(name)
+        finally:
+            await redis.aclose()
+
+    token = asyncio.run(issue())
+    try:
+        r = httpx.request(
+            method,
+            f"{settings.api_url}{path}",
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "X-Purpose": f"dancu CLI {path}"},
+        )
     except httpx.ConnectError:
         return False
+    finally:
+        asyncio.run(revoke())
     r.raise_for_status()
     out.print_json(r.text)
     return True
+
+
+def _demo_tokens(settings: Settings) -> None:
+    """Tokens to sign in to the dashboard of the simulated city (valid a day), one per
+    role, printed and kept in ``<data dir>/demo-tokens.json`` (readable by its owner
+    only). Real deployments create people's tokens with ``dancu users add``."""
+    from infra.credentials import Credentials
+    from infra.redis_store import make_redis
+
+    who = {
+        "admin": ("admin", ""),
+        "epidemiologist": ("epidemiologist", ""),
+        "steward": ("steward", ""),
+        "official (Ba Đình)": ("official", "Ba Đình"),
+    }
+
+    async def issue() -> dict[str, str]:
+        redis = make_redis(settings.redis_url)
+        creds = Credentials(redis, settings.redis_prefix)
+        tag = secrets.token_hex(3)
+        try:
+            tokens = {}
+            for label, (role, district) in who.items():
+                token, _ = await creds.add_user(f"demo-{role}-{tag}", role, district, days=1)
+                tokens[label] = token
+            return tokens
+        finally:
+            await redis.aclose()
+
+    try:
+        tokens = asyncio.run(issue())
+    except Exception as exc:  # the platform runs without them; say why
+        err.print(f"[yellow]no demo tokens ({exc})[/yellow]")
+        return
+    path = settings.data_dir / "demo-tokens.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(tokens, ensure_ascii=False, indent=2))
+    err.print(f"sign in to the dashboard with one of these tokens (valid 24 h; also in {path}):")
+    for label, token in tokens.items():
+        err.print(f"  {label:<20} {token}")
 
 
 def _print_status(rows: list[svc.ServiceStatus]) -> None:
@@ -253,6 +333,8 @@ def up(
             f"[bold green]dancu is up[/bold green]: dashboard and API at "
             f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)"
         )
+        if role == "all" and simulate:
+            _demo_tokens(settings)
     summary = serve(
         settings,
         RunOptions(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,13 +17,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
 from api.app import Extra, create_app
-from gate.simulate import TrafficSimulator
+from gate.simulate import Access, TrafficSimulator
 from infra.clients import Clients
+from infra.http_auth import BearerAuth, DeviceAuth
+from infra.logs import configure_logging
 from infra.settings import Settings
 from registry.synthetic import SeedPlan
 from streams.app import make_app
@@ -78,6 +82,8 @@ def simulator_and_timer(
             if options.simulate
             else None
         )
+        if sim is not None:
+            sim.access = await simulator_access(clients, sim)
         sim_task = None
 
         async def start_sim() -> None:
@@ -129,6 +135,27 @@ def simulator_and_timer(
                         await t
 
     return run
+
+
+async def simulator_access(clients: Clients, sim: TrafficSimulator) -> Access:
+    """Credentials for the simulated city, valid a day: a data steward, and for each
+    district a gateway device for its checkpoints and an official."""
+    creds = clients.credentials
+    tag = secrets.token_hex(3)
+    token, _ = await creds.add_user(f"sim-steward-{tag}", "steward", days=1)
+    by_district: dict[str, list[str]] = {}
+    for place in sim.city.places:
+        by_district.setdefault(str(place["district"]), []).append(str(place["checkpoint_id"]))
+    devices: dict[str, httpx.Auth] = {}
+    officials: dict[str, httpx.Auth] = {}
+    for district in sorted(set(by_district) | set(sim.city.district.values())):
+        if by_district.get(district):
+            devices[district] = DeviceAuth(*await creds.add_device(*by_district[district]))
+        official, _ = await creds.add_user(
+            f"sim-official-{tag}-{district}", "official", district, 1
+        )
+        officials[district] = BearerAuth(official)
+    return Access(BearerAuth(token), devices, officials)
 
 
 def _die_with_parent() -> None:
@@ -204,8 +231,20 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
         stop_process(store)
 
 
+class ClosingServer(uvicorn.Server):
+    """Tells the app when shutdown begins (``app.state.closing``): open alert streams
+    (Server-Sent Events) end then, so a graceful stop never waits on clients that never
+    hang up (they reconnect to the next server with Last-Event-ID)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        closing = getattr(getattr(self.config.app, "state", None), "closing", None)
+        if isinstance(closing, asyncio.Event):
+            closing.set()
+        await super().shutdown(sockets)
+
+
 def _serve(settings: Settings, options: RunOptions) -> RunSummary:
-    logging.basicConfig(level=settings.log_level)
+    configure_logging(settings.log_level)
     summary = RunSummary()
     servers: list[uvicorn.Server] = []
 
@@ -218,12 +257,14 @@ def _serve(settings: Settings, options: RunOptions) -> RunSummary:
     if options.role == "all":
         extras.append(simulator_and_timer(settings, options, stop_server, summary))
     app = create_app(settings, extras=extras)
-    server = uvicorn.Server(
+    server = ClosingServer(
         uvicorn.Config(
             app,
             host=settings.api_host,
             port=settings.api_port,
             log_level=settings.log_level.lower(),
+            log_config=None,  # keep configure_logging's JSON lines
+            access_log=False,  # api.observe.RequestLog writes the access log
             lifespan="on",
             loop="uvloop",
         )

@@ -13,7 +13,10 @@ the last hours of history, then live traffic of two kinds:
 
 Now and then it reports a resident who walked as an F0 (who then stays home), so tracing
 has something to find at once.
-A device talks HTTP only: nothing here touches Kafka, Redis or ClickHouse.
+A device talks HTTP only: nothing here touches Kafka, Redis or ClickHouse. Like the real
+ones it is authenticated (:class:`Access`): each district's checkpoints post through that
+district's gateway device (signed requests), F0s are reported by the district's official,
+and the checkpoints are registered by a data steward.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -51,6 +55,16 @@ VISITS_PER_RESIDENT_DAY = 1.0
 # Everything else is passing through: a gate, a station, a shop's door, checked out
 # within minutes (too short to be anyone's exposure).
 PASS_MINUTES = (1, 5)
+
+
+@dataclass
+class Access:
+    """The simulator's credentials: who registers the checkpoints, each district's gateway
+    device (httpx auth for its checkpoints) and official (reports that district's F0s)."""
+
+    steward: httpx.Auth
+    devices: dict[str, httpx.Auth]  # district → device auth
+    officials: dict[str, httpx.Auth]  # district → official's auth
 
 
 @dataclass
@@ -105,8 +119,10 @@ class TrafficSimulator:
         plan: SeedPlan | None = None,
         history_hours: float = 12.0,
         f0_every: float = 20.0,
+        access: Access | None = None,
     ) -> None:
         self.api_url = api_url
+        self.access = access
         self.rate = rate
         self.rng = random.Random(seed)
         self.city = City(plan or SeedPlan(residents=50_000))
@@ -114,7 +130,17 @@ class TrafficSimulator:
         self.f0_every = f0_every
         self.walked: list[str] = []
         self.reported: set[str] = set()
+        self.report_people: dict[str, str] = {}
         self.stats = SimulatorStats()
+        self.district_of = {str(p["checkpoint_id"]): str(p["district"]) for p in self.city.places}
+
+    def _auth(self, who: str, person_id: str = "") -> Any:
+        """The credential for a steward's call, or the official of a person's district."""
+        if self.access is None:
+            return httpx.USE_CLIENT_DEFAULT
+        if who == "steward":
+            return self.access.steward
+        return self.access.officials[self.city.district.get(person_id, "")]
 
     def _pass(self, pid: str, start: datetime) -> dict[str, object]:
         """Passing through: checked out within minutes."""
@@ -239,9 +265,12 @@ class TrafficSimulator:
                 if symptomatic:
                     body["onset_date"] = (now - timedelta(days=1)).date().isoformat()
                 try:
-                    r = await http.post("/v1/reports/f0", json=body)
+                    r = await http.post(
+                        "/v1/reports/f0", json=body, auth=self._auth("official", pid)
+                    )
                     if r.status_code == 202:
                         self.stats.f0_reports.append(report_id)
+                        self.report_people[report_id] = pid
                         self.reported.add(pid)  # isolated: walks no more
                     else:
                         self.stats.f0_refused += 1
@@ -262,7 +291,9 @@ class TrafficSimulator:
         async with httpx.AsyncClient(base_url=self.api_url, timeout=10.0) as http:
             for report_id in self.stats.f0_reports:
                 with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-                    state = (await http.get(f"/v1/reports/f0/{report_id}")).json()
+                    pid = self.report_people.get(report_id, "")
+                    auth = self._auth("official", pid)
+                    state = (await http.get(f"/v1/reports/f0/{report_id}", auth=auth)).json()
                     totals["reports_held"] += state["status"] == "held"
                     if state["status"] == "done":
                         totals["f1_flagged"] += int(state["counts"]["F1"])
@@ -276,7 +307,7 @@ class TrafficSimulator:
         body = self.city.places
         while not stop.is_set():
             try:
-                r = await http.post("/v1/checkpoints", json=body)
+                r = await http.post("/v1/checkpoints", json=body, auth=self._auth("steward"))
                 if r.status_code in (200, 201, 409):
                     return
                 if r.status_code < 500:
@@ -287,8 +318,22 @@ class TrafficSimulator:
             delay = min(delay * 2, 5.0)
 
     async def _post(self, http: httpx.AsyncClient, batch: list[dict[str, object]]) -> None:
+        """One post per district's gateway device (each signs for its own checkpoints)."""
+        if self.access is None:
+            await self._post_as(http, batch, httpx.USE_CLIENT_DEFAULT)
+            return
+        groups: dict[str, list[dict[str, object]]] = defaultdict(list)
+        for scan in batch:
+            groups[self.district_of[str(scan["checkpoint_id"])]].append(scan)
+        await asyncio.gather(
+            *(self._post_as(http, g, self.access.devices[d]) for d, g in groups.items())
+        )
+
+    async def _post_as(
+        self, http: httpx.AsyncClient, batch: list[dict[str, object]], auth: Any
+    ) -> None:
         try:
-            r = await http.post("/v1/scans", json=batch)
+            r = await http.post("/v1/scans", json=batch, auth=auth)
         except httpx.HTTPError:
             self.stats.failed_requests += 1
             return
@@ -298,3 +343,4 @@ class TrafficSimulator:
             self.stats.rejected += len(body["rejected"])
         else:
             self.stats.failed_requests += 1
+            log.warning("scans refused: %s %s", r.status_code, r.text[:200])

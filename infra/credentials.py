@@ -39,9 +39,16 @@ class Credentials:
         self.p = prefix
 
     async def add_user(
-        self, name: str, role: str, district: str = "", days: int = 90, organisation: str = ""
+        self,
+        name: str,
+        role: str,
+        district: str = "",
+        days: int = 90,
+        organisation: str = "",
+        seconds: int | None = None,
     ) -> tuple[str, datetime]:
-        """A new token for a person (returned once): (token, expiry)."""
+        """A new token for a person (returned once): (token, expiry). ``seconds``: a
+        short-lived token instead (the CLI's own calls to the API)."""
         if role not in ROLES or role == "device":
             raise ValueError(f"role: must be one of {', '.join(r for r in ROLES if r != 'device')}")
         if role == "official" and not district:
@@ -51,7 +58,8 @@ class Credentials:
         if not 1 <= days <= 366:
             raise ValueError("days: a token lives 1 to 366 days")
         token = new_token()
-        expires = datetime.now(UTC) + timedelta(days=days)
+        life = timedelta(seconds=seconds) if seconds is not None else timedelta(days=days)
+        expires = datetime.now(UTC) + life
         key = f"{self.p}auth:token:{token_hash(token)}"
         fields = {
             "name": name,

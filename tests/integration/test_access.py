@@ -1,0 +1,380 @@
+"""Access by role on the real platform: every route of the OpenAPI schema, called with no
+credential and as every role, gets exactly the status the policy says (401, 403, or the
+route's own answer); every personal-data route writes an audit record naming the caller,
+the route and the people; devices act for their own checkpoints only; officials see
+their own district; revoked, expired, forged and replayed credentials are refused."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.access import POLICY, PUBLIC_PATHS
+from infra.http_auth import BearerAuth, DeviceAuth
+from tests.integration.conftest import Platform, with_credentials
+
+pytestmark = pytest.mark.integration
+
+HOME, AWAY = "Ba Đình", "Hoàn Kiếm"
+P1, P2 = "001090000301", "001190000302"  # P1 lives in HOME, P2 in AWAY
+ORG = "Công ty Thử"
+CP, CP_OTHER = "acc-cp1", "acc-cp2"
+ROLES = ("device", "official", "epidemiologist", "steward", "owner", "admin")
+NOW = datetime.now(UTC)
+
+# Routes that show or export personal data: each call writes an audit record.
+PERSONAL = {
+    ("GET", "/v1/residents/{person_id}/status"),
+    ("GET", "/v1/residents/{person_id}/why"),
+    ("GET", "/v1/contacts/{person_id}"),
+    ("GET", "/v1/exposures"),
+    ("GET", "/v1/reports/f0/{report_id}"),
+    ("GET", "/v1/review"),
+    ("POST", "/v1/review/{review_id}"),
+    ("GET", "/v1/imports/{import_id}/records"),
+    ("POST", "/v1/imports/{kind}"),
+    ("POST", "/v1/gate/check"),
+    ("GET", "/v1/organisations/staff"),
+}
+
+
+def residents_csv() -> str:
+    return (
+        "id,name,dob,gender,address,district,ward,household_id\n"
+        f"{P1},Nguyễn Văn An,1990-01-01,Nam,Số 1 Kim Mã,{HOME},Phường Kim Mã,H1\n"
+        f"{P2},Trần Thị Bình,1990-01-01,Nữ,Số 2 Hàng Bạc,{AWAY},Phường Hàng Bạc,H2\n"
+    )
+
+
+def report(report_id: str, person_id: str = P1) -> dict[str, object]:
+    return {
+        "report_id": report_id,
+        "person_id": person_id,
+        "sample_time": (NOW - timedelta(hours=3)).isoformat(),
+        "symptomatic": False,
+        "reported_at": (NOW - timedelta(hours=1)).isoformat(),
+    }
+
+
+def staff_csv() -> bytes:
+    return (
+        f"person_id,name,dob,organisation,unit\n{P1},Nguyễn Văn An,1990-01-01,{ORG},kho\n"
+    ).encode()
+
+
+class World:
+    """The data every route's example needs, made once by the roles that may make it."""
+
+    def __init__(self, p: Platform, tmp: Path) -> None:
+        (tmp / "residents.csv").write_text(residents_csv(), encoding="utf-8")
+        loaded = p.run_cli("import", "residents", str(tmp / "residents.csv"))
+        assert loaded.returncode == 0, loaded.stderr
+        p.start()
+        self.p = p
+        self.auth: dict[str, httpx.Auth] = {
+            "official": p.auth("official", HOME),
+            "epidemiologist": p.auth("epidemiologist"),
+            "steward": p.auth("steward"),
+            "owner": p.auth("owner", org=ORG),
+            "admin": p.auth("admin"),
+        }
+        self.names: dict[str, str] = {}
+        for role in self.auth:
+            me = self.call("GET", "/v1/me", role)
+            assert me.status_code == 200, me.text
+            self.names[role] = me.json()["name"]
+            assert me.json()["role"] == role
+        cps = [
+            {"checkpoint_id": CP, "type": "shop", "district": HOME},
+            {"checkpoint_id": CP_OTHER, "type": "shop", "district": AWAY},
+        ]
+        r = self.call("POST", "/v1/checkpoints", "owner", json=cps)
+        assert r.status_code == 201, r.text
+        self.auth["device"] = p.device(CP)
+        self.other_device = p.device(CP_OTHER)
+        # an import with a mismatch (a review item), and reports to act on
+        body = (
+            "person_id,name,dob,dose,vaccine,date\n"
+            f"{P1},Lê Văn Khác,1990-01-01,1,Pfizer,2021-09-01\n"
+        )
+        r = self.call("POST", "/v1/imports/vaccinations", "steward", content=body.encode())
+        assert r.status_code == 201, r.text
+        self.import_id = r.json()["import_id"]
+        (item,) = self.call("GET", "/v1/review", "steward").json()
+        self.review_id = item["review_id"]
+        for rid in ("acc-r1", "acc-r2"):
+            r = self.call("POST", "/v1/reports/f0", "official", json=report(rid))
+            assert r.status_code == 202, r.text
+        self.user = self.call(
+            "POST", "/v1/users", "admin", json={"name": "acc-victim", "role": "epidemiologist"}
+        ).json()
+        self.device_id = self.call(
+            "POST", "/v1/devices", "admin", json={"checkpoint_ids": [CP]}
+        ).json()["device_id"]
+
+    def call(self, method: str, path: str, role: str | None, **kw: Any) -> httpx.Response:
+        auth = self.auth[role] if role else None
+        return httpx.request(
+            method,
+            f"{self.p.url}{path}",
+            auth=auth,
+            timeout=120,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+Example = Callable[[World], tuple[str, dict[str, Any]]]
+
+
+def _scan(_: World) -> tuple[str, dict[str, Any]]:
+    scan = {
+        "scan_id": f"acc-{uuid.uuid4().hex}",
+        "person_id": P1,
+        "checkpoint_id": CP,
+        "ts": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        "source": "gate",
+    }
+    return "/v1/scans", {"json": [scan]}
+
+
+def _new_checkpoint(_: World) -> tuple[str, dict[str, Any]]:
+    body = [{"checkpoint_id": f"acc-{uuid.uuid4().hex[:8]}", "type": "shop", "district": HOME}]
+    return "/v1/checkpoints", {"json": body}
+
+
+def _fixed(path: str, **kw: Any) -> Example:
+    return lambda _: (path, kw)
+
+
+# (method, route) → (example request, the status its allowed roles get).
+EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
+    ("POST", "/v1/scans"): (_scan, 202),
+    ("POST", "/v1/gate/check"): (
+        _fixed("/v1/gate/check", json={"checkpoint_id": CP, "person_id": P1}),
+        200,
+    ),
+    ("POST", "/v1/declarations/health"): (
+        _fixed("/v1/declarations/health", json={"person_id": P1, "symptoms": ["fever"]}),
+        202,
+    ),
+    ("POST", "/v1/declarations/travel"): (
+        _fixed(
+            "/v1/declarations/travel",
+            json={
+                "person_id": P1,
+                "from_province": "079",
+                "departure_date": "2021-11-01",
+                "arrival_date": "2021-11-02",
+            },
+        ),
+        202,
+    ),
+    ("GET", "/v1/stats/live"): (_fixed("/v1/stats/live"), 200),
+    ("GET", "/v1/me"): (_fixed("/v1/me"), 200),
+    ("POST", "/v1/checkpoints"): (_new_checkpoint, 201),
+    ("PUT", "/v1/checkpoints/{checkpoint_id}"): (
+        _fixed(
+            f"/v1/checkpoints/{CP}",
+            json={"type": "shop", "district": HOME, "name": "Cửa hàng", "owner": ORG},
+        ),
+        200,
+    ),
+    ("POST", "/v1/imports/{kind}"): (_fixed("/v1/imports/staff", content=staff_csv()), 201),
+    ("GET", "/v1/imports"): (_fixed("/v1/imports"), 200),
+    ("GET", "/v1/imports/{import_id}"): (lambda w: (f"/v1/imports/{w.import_id}", {}), 200),
+    ("GET", "/v1/imports/{import_id}/records"): (
+        lambda w: (f"/v1/imports/{w.import_id}/records", {}),
+        200,
+    ),
+    ("GET", "/v1/review"): (_fixed("/v1/review"), 200),
+    ("POST", "/v1/review/{review_id}"): (
+        lambda w: (f"/v1/review/{w.review_id}", {"json": {"decision": "reject"}}),
+        200,
+    ),
+    ("GET", "/v1/quality"): (_fixed("/v1/quality"), 200),
+    ("GET", "/v1/residents/{person_id}/status"): (_fixed(f"/v1/residents/{P1}/status"), 200),
+    ("POST", "/v1/reports/f0"): (
+        lambda _: ("/v1/reports/f0", {"json": report(f"acc-{uuid.uuid4().hex[:8]}")}),
+        202,
+    ),
+    ("PUT", "/v1/reports/f0/{report_id}"): (
+        _fixed("/v1/reports/f0/acc-r1", json=report("acc-r1")),
+        202,
+    ),
+    ("DELETE", "/v1/reports/f0/{report_id}"): (_fixed("/v1/reports/f0/acc-r2"), 202),
+    # the route's own answer for a report that is not held: access was granted
+    ("POST", "/v1/reports/f0/{report_id}/approve"): (
+        _fixed("/v1/reports/f0/acc-r1/approve"),
+        409,
+    ),
+    ("GET", "/v1/reports/f0/{report_id}"): (_fixed("/v1/reports/f0/acc-r1"), 200),
+    ("GET", "/v1/exposures"): (_fixed("/v1/exposures", params={"f0": "acc-r1"}), 200),
+    ("GET", "/v1/residents/{person_id}/why"): (_fixed(f"/v1/residents/{P1}/why"), 200),
+    ("GET", "/v1/contacts/{person_id}"): (_fixed(f"/v1/contacts/{P1}"), 200),
+    ("GET", "/v1/clusters"): (_fixed("/v1/clusters"), 200),
+    # no cluster has this ID: the route's own 404
+    ("GET", "/v1/clusters/{cluster_id}/graph"): (_fixed("/v1/clusters/c-none/graph"), 404),
+    ("GET", "/v1/hotspots"): (_fixed("/v1/hotspots"), 200),
+    ("GET", "/v1/tracing/summary"): (_fixed("/v1/tracing/summary"), 200),
+    ("GET", "/v1/owner/checkpoints"): (_fixed("/v1/owner/checkpoints"), 200),
+    ("GET", "/v1/organisations/staff"): (_fixed("/v1/organisations/staff"), 200),
+    ("POST", "/v1/admin/rebuild"): (_fixed("/v1/admin/rebuild"), 200),
+    ("GET", "/v1/audit"): (_fixed("/v1/audit"), 200),
+    ("POST", "/v1/users"): (
+        lambda _: (
+            "/v1/users",
+            {"json": {"name": f"u-{uuid.uuid4().hex[:6]}", "role": "epidemiologist"}},
+        ),
+        201,
+    ),
+    ("DELETE", "/v1/users/{name}"): (_fixed("/v1/users/acc-victim"), 200),
+    ("POST", "/v1/devices"): (_fixed("/v1/devices", json={"checkpoint_ids": [CP]}), 201),
+    ("DELETE", "/v1/devices/{device_id}"): (lambda w: (f"/v1/devices/{w.device_id}", {}), 200),
+}
+
+
+def schema_routes(p: Platform) -> set[tuple[str, str]]:
+    schema = httpx.get(f"{p.url}/openapi.json", timeout=10).json()
+    return {
+        (method.upper(), path)
+        for path, ops in schema["paths"].items()
+        for method in ops
+        if path not in PUBLIC_PATHS
+    }
+
+
+def audited(w: World, role: str, route: str, since: datetime) -> list[dict[str, Any]]:
+    r = w.call(
+        "GET", "/v1/audit", "admin", params={"actor": w.names[role], "since": since.isoformat()}
+    )
+    assert r.status_code == 200, r.text
+    return [e for e in r.json() if e["route"] == route]
+
+
+def test_every_route_answers_each_role_exactly_as_the_policy_says(
+    platform: Platform, tmp_path: Path
+) -> None:
+    w = World(platform, tmp_path)
+    routes = schema_routes(platform)
+    failures: list[str] = [f"{m} {r}: no example here" for m, r in sorted(routes - set(EXAMPLES))]
+    failures += [f"{m} {r}: nobody may use it" for m, r in sorted(routes - set(POLICY))]
+    for method, route in sorted(routes & set(EXAMPLES) & set(POLICY)):
+        example, allowed_status = EXAMPLES[(method, route)]
+        allowed = POLICY[(method, route)]
+        for role in (None, *ROLES):
+            since = datetime.now(UTC) - timedelta(seconds=1)
+            path, kw = example(w)
+            r = w.call(method, path, role, **kw)
+            expected = 401 if role is None else allowed_status if role in allowed else 403
+            if r.status_code != expected:
+                failures.append(f"{method} {route} as {role}: {r.status_code} ≠ {expected}")
+                continue
+            if expected in (401, 403):
+                assert "error" in r.json() and r.json()["error"], f"{method} {route}: no reason"
+            if role in allowed and role != "device" and (method, route) in PERSONAL:
+                entries = audited(w, role, f"{method} {route}", since)
+                if len(entries) != 1:
+                    failures.append(f"{method} {route} as {role}: {len(entries)} audit records")
+                elif entries[0]["role"] != role:
+                    failures.append(f"{method} {route}: audit role {entries[0]['role']}")
+    assert not failures, "\n".join(failures)
+
+
+def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> None:
+    w = World(platform, tmp_path)
+    # officials: their own district only (the refusal does not say where P1 lives)
+    away = BearerAuth(platform.token("official", AWAY))
+    r = httpx.get(f"{platform.url}/v1/residents/{P1}/status", auth=away, timeout=30)
+    assert r.status_code == 403 and AWAY in r.json()["error"] and HOME not in r.json()["error"]
+    r = httpx.post(f"{platform.url}/v1/reports/f0", json=report("acc-x"), auth=away, timeout=30)
+    assert r.status_code == 403
+    r = w.call("GET", f"/v1/residents/{P2}/status", "official")
+    assert r.status_code == 403
+    # devices: their own checkpoint only, the whole batch refused
+    _, scan = _scan(w)
+    r = httpx.post(f"{platform.url}/v1/scans", json=scan["json"], auth=w.other_device, timeout=30)
+    assert r.status_code == 403 and CP in r.json()["error"]
+    r = httpx.post(
+        f"{platform.url}/v1/gate/check",
+        json={"checkpoint_id": CP, "person_id": P1},
+        auth=w.other_device,
+        timeout=30,
+    )
+    assert r.status_code == 403
+    # a signed request: replayed, tampered, stale
+    device = w.auth["device"]
+    assert isinstance(device, DeviceAuth)
+    body = httpx.Request("POST", "http://x", json=scan["json"]).content
+    headers = device.headers("POST", "/v1/scans", body)
+    headers["content-type"] = "application/json"
+    first = httpx.post(f"{platform.url}/v1/scans", content=body, headers=headers, timeout=30)
+    assert first.status_code == 202, first.text
+    again = httpx.post(f"{platform.url}/v1/scans", content=body, headers=headers, timeout=30)
+    assert again.status_code == 401 and "replay" in again.json()["error"]
+    tampered = body.replace(P1.encode(), P2.encode())
+    fresh = device.headers("POST", "/v1/scans", body)
+    r = httpx.post(
+        f"{platform.url}/v1/scans",
+        content=tampered,
+        headers={**fresh, "content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 401 and "does not match" in r.json()["error"]
+    stale = device.headers("POST", "/v1/scans", body)
+    stale["X-Timestamp"] = str(int(time.time()) - 3600)
+    r = httpx.post(f"{platform.url}/v1/scans", content=body, headers=stale, timeout=30)
+    assert r.status_code == 401 and "X-Timestamp" in r.json()["error"]
+    # revoked and expired tokens, a revoked device
+    token = platform.token("epidemiologist")
+    ok = httpx.get(f"{platform.url}/v1/me", auth=BearerAuth(token), timeout=30)
+    assert ok.status_code == 200
+    name = ok.json()["name"]
+    assert w.call("DELETE", f"/v1/users/{name}", "admin").status_code == 200
+    r = httpx.get(f"{platform.url}/v1/me", auth=BearerAuth(token), timeout=30)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]
+    short, _ = with_credentials(
+        platform.settings, lambda c: c.add_user("acc-short", "admin", seconds=1)
+    )
+    time.sleep(1.5)
+    r = httpx.get(f"{platform.url}/v1/me", auth=BearerAuth(short), timeout=30)
+    assert r.status_code == 401
+    assert w.call("DELETE", f"/v1/devices/{device.device_id}", "admin").status_code == 200
+    _, scan = _scan(w)
+    r = httpx.post(f"{platform.url}/v1/scans", json=scan["json"], auth=device, timeout=30)
+    assert r.status_code == 401 and "in service" in r.json()["error"]
+    # a malformed credential names the problem
+    r = httpx.get(f"{platform.url}/v1/me", headers={"Authorization": "Basic abc"}, timeout=30)
+    assert r.status_code == 401 and "Bearer" in r.json()["error"]
+    # an owner sees its own organisation's staff and checkpoints, and no one else's
+    r = w.call("POST", "/v1/imports/staff", "owner", content=staff_csv())
+    assert r.status_code == 201 and r.json()["outcomes"]["matched"] == 1, r.text
+    other_org = (
+        f"person_id,name,dob,organisation\n{P2},Trần Thị Bình,1990-01-01,Công ty Khác\n"
+    ).encode()
+    r = w.call("POST", "/v1/imports/staff", "owner", content=other_org)
+    assert r.status_code == 201 and r.json()["outcomes"]["invalid"] == 1, r.text
+    staff = w.call("GET", "/v1/organisations/staff", "owner").json()
+    assert [s["person_id"] for s in staff["staff"]] == [P1]
+    assert staff["staff"][0]["colour"] in ("green", "yellow", "red", "none")
+    cps = w.call("GET", "/v1/owner/checkpoints", "owner").json()
+    assert {c["checkpoint_id"] for c in cps} == {CP, CP_OTHER}
+    stranger = BearerAuth(platform.token("owner", org="Công ty Lạ"))
+    r = httpx.put(
+        f"{platform.url}/v1/checkpoints/{CP}",
+        json={"type": "restaurant", "district": HOME},
+        auth=stranger,
+        timeout=30,
+    )
+    assert r.status_code == 403
+    assert httpx.get(
+        f"{platform.url}/v1/organisations/staff", auth=stranger, timeout=30
+    ).json() == {"organisation": "Công ty Lạ", "staff": []}
+    r = w.call("POST", "/v1/imports/vaccinations", "owner", content=b"person_id\n")
+    assert r.status_code == 403
