@@ -78,6 +78,19 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/clusters/{cluster_id}/graph"): AGGREGATES,
     ("GET", "/v1/hotspots"): AGGREGATES,
     ("GET", "/v1/tracing/summary"): AGGREGATES,
+    # alerts: officials get their district's (named people), owners their organisation's
+    # (venue counts, never names); only officials act on them
+    ("GET", "/v1/alerts/stream"): OFFICIAL | {"owner"},
+    ("GET", "/v1/alerts"): OFFICIAL | {"owner"},
+    ("GET", "/v1/alerts/{alert_id}"): OFFICIAL | {"owner"},
+    ("POST", "/v1/alerts/{alert_id}/ack"): OFFICIAL,
+    ("POST", "/v1/alerts/{alert_id}/followup"): OFFICIAL,
+    ("POST", "/v1/webhooks"): OFFICIAL | {"owner"},
+    ("GET", "/v1/webhooks"): OFFICIAL | {"owner"},
+    ("DELETE", "/v1/webhooks/{webhook_id}"): OFFICIAL | {"owner"},
+    # residents flagged for testing by their declarations
+    ("GET", "/v1/testing/flagged"): OFFICIAL,
+    ("GET", "/v1/testing/summary"): AGGREGATES,
     # businesses and organisations: their own checkpoints and staff
     ("GET", "/v1/owner/checkpoints"): frozenset({"owner"}),
     ("GET", "/v1/organisations/staff"): frozenset({"owner"}),

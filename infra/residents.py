@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -232,12 +232,36 @@ class ResidentStore:
         return [f or None for f in found]
 
     async def update_many(self, updates: dict[str, dict[str, str]]) -> None:
+        """Write changed fields; a resident newly flagged for testing (a symptomatic
+        declaration, or one naming contact with an F0) joins their district's list."""
         if not updates:
             return
+        flagged = [p for p, f in updates.items() if f.get("test_needed_since")]
+        districts = await self.districts_of(flagged) if flagged else {}
         async with self.r.pipeline(transaction=True) as pipe:
             for person_id, fields in updates.items():
                 pipe.hset(self.key(person_id), mapping=fields)  # type: ignore[arg-type]
+            for person_id in flagged:
+                since = datetime.fromisoformat(updates[person_id]["test_needed_since"])
+                pipe.zadd(
+                    self.testing_key(districts.get(person_id, "")),
+                    {person_id: since.timestamp()},
+                )
             await pipe.execute()
+
+    def testing_key(self, district: str) -> str:
+        return f"{self.p}testing:{district}"
+
+    async def flagged_for_testing(self, district: str, limit: int = 1000) -> list[str]:
+        """The district's residents flagged for testing, newest first (some may have been
+        tested since: the caller checks their record)."""
+        found = await self.r.zrevrange(self.testing_key(district), 0, limit - 1)
+        return [_s(x) for x in found]
+
+    async def tested(self, district: str, ids: Sequence[str]) -> None:
+        """Residents tested since they were flagged leave the district's list."""
+        if ids:
+            await self.r.zrem(self.testing_key(district), *ids)
 
 
 def _s(value: str | bytes) -> str:

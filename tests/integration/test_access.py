@@ -42,6 +42,7 @@ PERSONAL = {
     ("POST", "/v1/imports/{kind}"),
     ("POST", "/v1/gate/check"),
     ("GET", "/v1/organisations/staff"),
+    ("GET", "/v1/testing/flagged"),
 }
 
 
@@ -224,6 +225,8 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
     ("GET", "/v1/hotspots"): (_fixed("/v1/hotspots"), 200),
     ("GET", "/v1/tracing/summary"): (_fixed("/v1/tracing/summary"), 200),
     ("GET", "/v1/owner/checkpoints"): (_fixed("/v1/owner/checkpoints"), 200),
+    ("GET", "/v1/testing/flagged"): (_fixed("/v1/testing/flagged"), 200),
+    ("GET", "/v1/testing/summary"): (_fixed("/v1/testing/summary"), 200),
     ("GET", "/v1/organisations/staff"): (_fixed("/v1/organisations/staff"), 200),
     ("POST", "/v1/admin/rebuild"): (_fixed("/v1/admin/rebuild"), 200),
     ("GET", "/v1/audit"): (_fixed("/v1/audit"), 200),
@@ -378,3 +381,31 @@ def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> No
     ).json() == {"organisation": "Công ty Lạ", "staff": []}
     r = w.call("POST", "/v1/imports/vaccinations", "owner", content=b"person_id\n")
     assert r.status_code == 403
+
+
+def test_a_symptomatic_declaration_flags_the_resident_for_testing(
+    platform: Platform, tmp_path: Path
+) -> None:
+    w = World(platform, tmp_path)
+    r = w.call("POST", "/v1/declarations/health", "device", json={"person_id": P1})
+    assert r.status_code == 202  # no symptoms, no contact: not flagged
+    r = w.call(
+        "POST",
+        "/v1/declarations/health",
+        "official",
+        json={"person_id": P1, "symptoms": ["ho", "sốt"], "contact_with_f0": True},
+    )
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    flagged: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not flagged:
+        flagged = w.call("GET", "/v1/testing/flagged", "official").json()
+        time.sleep(0.3)
+    assert [f["person_id"] for f in flagged] == [P1]
+    assert w.call("GET", "/v1/testing/summary", "epidemiologist").json() == {HOME: 1}
+    away = httpx.get(
+        f"{platform.url}/v1/testing/flagged",
+        auth=BearerAuth(platform.token("official", AWAY)),
+        timeout=30,
+    )
+    assert away.json() == []
