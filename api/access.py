@@ -5,7 +5,7 @@ everyone, so a new route is closed until someone decides who may use it).
 People send ``Authorization: Bearer <token>`` (``dancu users add``); checkpoint devices
 sign each request (``X-Device-Id``, ``X-Timestamp``, ``X-Signature``: HMAC-SHA256 with the
 device's key over method, path with query, timestamp and the body's hash; ``dancu devices
-add``), and a signature is accepted once. The middleware puts the caller, a
+add``; an optional ``X-Nonce`` is signed too), and a signature is accepted once. The middleware puts the caller, a
 :class:`~infra.credentials.Principal`, in ``request.state.principal``; routes then scope
 what they return (an official's district, a device's checkpoints, an owner's
 organisation) with :func:`check_district` and :func:`check_checkpoint`.
@@ -232,6 +232,7 @@ class Access:
             body,
             headers.get("x-signature"),
             time.time(),
+            headers.get("x-nonce"),
         )
         if not verdict.ok:
             raise _Refused(401, verdict.reason)

@@ -26,6 +26,7 @@ import uvloop
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from infra import services
+from infra.http_auth import DeviceAuth
 from infra.settings import Settings
 from tests.integration.conftest import Platform
 
@@ -35,7 +36,8 @@ class LeanHttp:
     request is a few tens of microseconds (httpx costs about a millisecond, which on a
     2-core machine would measure the client, not the server)."""
 
-    def __init__(self, url: str, connections: int) -> None:
+    def __init__(self, url: str, connections: int, device: DeviceAuth | None = None) -> None:
+        self.device = device  # signs every request, as a gate device does
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port = host, int(port)
         self.size = connections
@@ -52,9 +54,14 @@ class LeanHttp:
 
     async def post(self, path: str, body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
         reader, writer = await self._conn()
+        signed = b"".join(
+            b"%s: %s\r\n" % (k.encode(), v.encode())
+            for k, v in (self.device.headers("POST", path, body) if self.device else {}).items()
+        )
         writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body)
+            b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n%s"
+            b"Content-Length: %d\r\n\r\n%s"
+            % (path.encode(), self.host.encode(), signed, len(body), body)
         )
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -97,7 +104,12 @@ async def sample_ids(redis: Redis, prefix: str, n: int) -> tuple[list[str], list
 
 
 async def ingest(
-    url: str, people: list[str], places: list[str], rate: float, stop: asyncio.Event
+    url: str,
+    people: list[str],
+    places: list[str],
+    rate: float,
+    stop: asyncio.Event,
+    device: DeviceAuth,
 ) -> tuple[int, float]:
     """Scans at ``rate`` per second, in device batches of 100, until stopped; (sent, s)."""
     rng = random.Random(3)
@@ -105,7 +117,7 @@ async def ingest(
     batch = 100
     interval = batch / rate
     t0 = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, auth=device) as http:
         next_at = time.perf_counter()
         while not stop.is_set():
             now = datetime.now(UTC)
@@ -127,14 +139,19 @@ async def ingest(
 
 
 async def open_loop(
-    url: str, people: list[str], places: list[str], rate: float, seconds: float
+    url: str,
+    people: list[str],
+    places: list[str],
+    rate: float,
+    seconds: float,
+    device: DeviceAuth,
 ) -> tuple[list[float], list[float], int]:
     """Requests sent on schedule whatever the answers' speed; (client ms, server ms, errors)."""
     rng = random.Random(7)
     client_ms: list[float] = []
     server_ms: list[float] = []
     errors = 0
-    http = LeanHttp(url, connections=400)
+    http = LeanHttp(url, connections=400, device=device)
 
     async def one(body: bytes) -> None:
         nonlocal errors
@@ -183,11 +200,13 @@ async def raw_hgetall(
     return out
 
 
-async def saturation(url: str, people: list[str], places: list[str], seconds: float) -> float:
+async def saturation(
+    url: str, people: list[str], places: list[str], seconds: float, device: DeviceAuth
+) -> float:
     """Closed loop, 20 clients each sending its next request when the last answered."""
     done = 0
     deadline = time.perf_counter() + seconds
-    http = LeanHttp(url, connections=20)
+    http = LeanHttp(url, connections=20, device=device)
 
     async def client(seed: int) -> None:
         nonlocal done
@@ -229,16 +248,19 @@ def main() -> None:
         redis = Redis(connection_pool=pool)
         prefix = platform.settings.redis_prefix
         people, places = await sample_ids(redis, prefix, 50_000)
+        device = platform.device(*places)  # a gateway device for the sampled checkpoints
         stop = asyncio.Event()
-        feeder = asyncio.create_task(ingest(platform.url, people, places, args.ingest, stop))
+        feeder = asyncio.create_task(
+            ingest(platform.url, people, places, args.ingest, stop, device)
+        )
         await asyncio.sleep(5)  # the worker is busy before the gates start
         (client_ms, server_ms, errors), raw_ms = await asyncio.gather(
-            open_loop(platform.url, people, places, args.rate, args.seconds),
+            open_loop(platform.url, people, places, args.rate, args.seconds, device),
             raw_hgetall(redis, prefix, people, args.rate, args.seconds),
         )
         stop.set()
         scans, ingest_seconds = await feeder
-        sat = await saturation(platform.url, people, places, 15)
+        sat = await saturation(platform.url, people, places, 15, device)
         await redis.aclose()
         raw99 = pct(raw_ms, 0.99)
         print(f"background ingest: {scans / ingest_seconds:,.0f} scans/s posted")

@@ -146,12 +146,17 @@ class FlagWatch:
 
 
 async def feed(
-    url: str, people: list[str], places: list[str], rate: float, stop: asyncio.Event
+    url: str,
+    people: list[str],
+    places: list[str],
+    rate: float,
+    stop: asyncio.Event,
+    device: httpx.Auth,
 ) -> int:
     """Live scans at ``rate`` per second (device batches of 100) until stopped."""
     rng = random.Random(5)
     sent = 0
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, auth=device) as http:
         next_at = time.perf_counter()
         while not stop.is_set():
             now = datetime.now(UTC)
@@ -242,8 +247,18 @@ def main() -> None:
         watch = FlagWatch(settings)
         await watch.start()
         stop = asyncio.Event()
+        device = platform.device(*(p for p, _ in places))  # a gateway for every checkpoint
+        officials: dict[str, httpx.Auth] = {}
+
+        async def official_for(person_id: str) -> httpx.Auth:
+            """The official of the F0's district (who may report and read it)."""
+            district = str(await redis.hget(f"{settings.redis_prefix}r:{person_id}", "district"))
+            if district not in officials:
+                officials[district] = platform.auth("official", district)
+            return officials[district]
+
         feeder = asyncio.create_task(  # noqa: RUF006 - awaited below
-            feed(platform.url, ids[:50_000], [p for p, _ in places], args.ingest, stop)
+            feed(platform.url, ids[:50_000], [p for p, _ in places], args.ingest, stop, device)
         )
         await asyncio.sleep(3)
         rng = random.Random(17)
@@ -260,12 +275,14 @@ def main() -> None:
                     "symptomatic": False,
                     "reported_at": now.isoformat(),
                 }
-                r = await http.post("/v1/reports/f0", json=body)
+                official = await official_for(id_of[key])
+                r = await http.post("/v1/reports/f0", json=body, auth=official)
                 t0 = time.perf_counter()
                 assert r.status_code == 202, r.text
                 posted.append(str(body["report_id"]))
                 while True:
-                    s = (await http.get(f"/v1/reports/f0/{body['report_id']}")).json()
+                    path = f"/v1/reports/f0/{body['report_id']}"
+                    s = (await http.get(path, auth=official)).json()
                     if s["status"] == "done":
                         break
                     await asyncio.sleep(0.01)
@@ -316,7 +333,7 @@ def main() -> None:
                     "t_out": (start + timedelta(minutes=30)).isoformat(),
                     "source": "gate",
                 }
-                r = await http.post("/v1/scans", json=[scan])
+                r = await http.post("/v1/scans", json=[scan], auth=device)
                 t0 = time.perf_counter()
                 assert r.status_code == 202, r.text
                 mark = f"{report}|{pseudonymize(person)}"

@@ -35,15 +35,19 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def canonical(method: str, path: str, timestamp: int, body: bytes) -> bytes:
+def canonical(method: str, path: str, timestamp: int, body: bytes, nonce: str = "") -> bytes:
     """What a device signs: the method, the path (with its query), the timestamp and the
-    SHA-256 of the body, one per line."""
+    SHA-256 of the body, one per line, then the nonce if the device sends one
+    (``X-Nonce``: two identical requests in one second are then two signatures, not a
+    replay)."""
     digest = hashlib.sha256(body).hexdigest()
-    return f"{method.upper()}\n{path}\n{timestamp}\n{digest}".encode()
+    text = f"{method.upper()}\n{path}\n{timestamp}\n{digest}"
+    return (text + f"\n{nonce}" if nonce else text).encode()
 
 
-def sign(key: str, method: str, path: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(key.encode(), canonical(method, path, timestamp, body), "sha256").hexdigest()
+def sign(key: str, method: str, path: str, timestamp: int, body: bytes, nonce: str = "") -> str:
+    message = canonical(method, path, timestamp, body, nonce)
+    return hmac.new(key.encode(), message, "sha256").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ def verify(
     body: bytes,
     signature: str | None,
     now: float,
+    nonce: str | None = None,
 ) -> Verdict:
     """Is this request signed with ``key``, now? (Replays are the caller's check: a
     signature is remembered for twice the allowed skew.)"""
@@ -71,7 +76,9 @@ def verify(
         return Verdict(False, "X-Timestamp: not a number of seconds")
     if abs(now - ts) > MAX_SKEW_S:
         return Verdict(False, f"X-Timestamp: more than {MAX_SKEW_S} s from the server's clock")
-    expected = sign(key, method, path, ts, body)
+    if nonce is not None and not (1 <= len(nonce) <= 64 and nonce.isascii()):
+        return Verdict(False, "X-Nonce: 1 to 64 ASCII characters")
+    expected = sign(key, method, path, ts, body, nonce or "")
     if not hmac.compare_digest(expected, signature.lower()):
         return Verdict(False, "X-Signature: does not match the request")
     return Verdict(True)

@@ -4,6 +4,7 @@ device's signature (HMAC over method, path with query, timestamp and body; see
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Generator
 
@@ -22,8 +23,8 @@ class BearerAuth(httpx.Auth):
 
 
 class DeviceAuth(httpx.Auth):
-    """Signs every request with the device's key (a fresh timestamp each time, so a
-    retried request is a new signature, never a refused replay)."""
+    """Signs every request with the device's key (a fresh timestamp and nonce each time,
+    so a retried request is a new signature, never a refused replay)."""
 
     requires_request_body = True
 
@@ -33,10 +34,12 @@ class DeviceAuth(httpx.Auth):
 
     def headers(self, method: str, target: str, body: bytes) -> dict[str, str]:
         ts = int(time.time())
+        nonce = secrets.token_hex(8)
         return {
             "X-Device-Id": self.device_id,
             "X-Timestamp": str(ts),
-            "X-Signature": sign(self.key, method, target, ts, body),
+            "X-Nonce": nonce,
+            "X-Signature": sign(self.key, method, target, ts, body, nonce),
         }
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:

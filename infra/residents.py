@@ -255,7 +255,9 @@ class ResidentStore:
     async def flagged_for_testing(self, district: str, limit: int = 1000) -> list[str]:
         """The district's residents flagged for testing, newest first (some may have been
         tested since: the caller checks their record)."""
-        found = await self.r.zrevrange(self.testing_key(district), 0, limit - 1)
+        found: list[str | bytes] = await self.r.zrevrange(
+            self.testing_key(district), 0, limit - 1
+        )
         return [_s(x) for x in found]
 
     async def tested(self, district: str, ids: Sequence[str]) -> None:

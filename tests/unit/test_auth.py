@@ -36,3 +36,14 @@ def test_tokens_are_random_and_stored_only_as_hashes() -> None:
     a, b = new_token(), new_token()
     assert a != b and a.startswith("dcu_") and len(a) > 40
     assert token_hash(a) != a and len(token_hash(a)) == 64 and token_hash(a) == token_hash(a)
+
+
+def test_a_nonce_is_signed_and_makes_identical_requests_distinct() -> None:
+    key, body = new_device_key(), b'{"checkpoint_id": "cp1"}'
+    a = sign(key, "POST", "/v1/gate/check", NOW, body, "n1")
+    b = sign(key, "POST", "/v1/gate/check", NOW, body, "n2")
+    assert a != b
+    assert verify(key, "POST", "/v1/gate/check", str(NOW), body, a, NOW, "n1").ok
+    assert not verify(key, "POST", "/v1/gate/check", str(NOW), body, a, NOW, "n2").ok
+    assert not verify(key, "POST", "/v1/gate/check", str(NOW), body, a, NOW).ok
+    assert "X-Nonce" in verify(key, "POST", "/x", str(NOW), body, a, NOW, "x" * 65).reason
