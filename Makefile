@@ -27,8 +27,9 @@ setup: $(STAMP) ## Create the virtualenv and install dancu with its dev tools
 services: setup ## Obtain and start Kafka (Maven jars) and Redis (Debian package)
 	$(BIN)/dancu services start
 
-tools: ## Debian tools the suite uses (docker-compose v1 validates the compose file offline)
+tools: ## Debian tools the suite uses (docker-compose v1 validates the compose file offline; chromium runs the dashboard's browser test)
 	@command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 up: setup ## Run the platform with simulated traffic (ARGS="--duration 60" to stop after 60 s)
 	$(BIN)/dancu up $(ARGS)
@@ -49,6 +50,7 @@ bench: services ## Benchmarks: each prints its figure and its ratio to a raw bas
 	PYTHONPATH=. $(BIN)/python bench/imports.py
 	PYTHONPATH=. $(BIN)/python bench/gate.py
 	PYTHONPATH=. $(BIN)/python bench/tracing.py
+	PYTHONPATH=. $(BIN)/python bench/dashboard.py
 
 status: setup ## Show the embedded services
 	$(BIN)/dancu services status

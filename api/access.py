@@ -4,17 +4,24 @@ everyone, so a new route is closed until someone decides who may use it).
 
 People send ``Authorization: Bearer <token>`` (``dancu users add``); checkpoint devices
 sign each request (``X-Device-Id``, ``X-Timestamp``, ``X-Signature``: HMAC-SHA256 with the
-device's key over method, path with query, timestamp and the body's hash; ``dancu devices
-add``; an optional ``X-Nonce`` is signed too), and a signature is accepted once. The middleware puts the caller, a
-:class:`~infra.credentials.Principal`, in ``request.state.principal``; routes then scope
-what they return (an official's district, a device's checkpoints, an owner's
-organisation) with :func:`check_district` and :func:`check_checkpoint`.
+device's key over method, path with query, timestamp and the body's hash, and the
+optional ``X-Nonce``; ``dancu devices add``), and a signature is accepted once. The
+middleware puts the caller, a :class:`~infra.credentials.Principal`, in
+``request.state.principal``; routes then scope what they return (an official's
+district, a device's checkpoints, an owner's organisation) with :func:`check_district`
+and :func:`check_checkpoint`.
+
+Devices keep scanning while Redis is away: a device looked up in the last
+:data:`DEVICE_GRACE_S` is still known, and signatures are also remembered in this
+process, so replays stay refused. With Redis up, every request asks Redis (a revoked
+device is refused at once).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from typing import Annotated, Any
 
 import orjson
@@ -23,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi import answer, read_body
 from api.errors import ApiError
-from infra.auth import verify
+from infra.auth import MAX_SKEW_S, verify
 from infra.credentials import Credentials, Principal
 from infra.faults import is_transient
 
@@ -78,6 +85,13 @@ POLICY: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/clusters/{cluster_id}/graph"): AGGREGATES,
     ("GET", "/v1/hotspots"): AGGREGATES,
     ("GET", "/v1/tracing/summary"): AGGREGATES,
+    # the dashboard's analytics (ClickHouse aggregates, nobody named) and epidemic levels
+    ("GET", "/v1/analytics/scans"): AGGREGATES,
+    ("GET", "/v1/analytics/cases"): AGGREGATES,
+    ("GET", "/v1/analytics/vaccination"): AGGREGATES,
+    ("GET", "/v1/analytics/colours"): AGGREGATES,
+    ("GET", "/v1/analytics/checkpoints/top"): AGGREGATES,
+    ("GET", "/v1/levels"): AGGREGATES,
     # alerts: officials get their district's (named people), owners their organisation's
     # (venue counts, never names); only officials act on them
     ("GET", "/v1/alerts/stream"): OFFICIAL | {"owner"},
@@ -109,8 +123,19 @@ CREDENTIALS_HELP = (
 )
 
 
+DEVICE_GRACE_S = 600.0  # how long a device stays known here while Redis is away
+SEEN_MAX = 200_000  # signatures remembered in this process (a few minutes of traffic)
+
+
 class Forbidden(ApiError):
     status_code = 403
+
+
+class Hidden(ApiError):
+    """A person outside the caller's district answers exactly as one not registered, so
+    the refusal does not tell where someone lives."""
+
+    status_code = 404
 
 
 class Routes:
@@ -159,6 +184,41 @@ class Access:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.routes: Routes | None = None  # built on the first request (routes are known)
+        self.devices: dict[str, tuple[tuple[frozenset[str], str] | None, float]] = {}
+        self.seen: OrderedDict[str, float] = OrderedDict()  # signature → when it may go
+
+    async def _device(
+        self, credentials: Credentials, device_id: str
+    ) -> tuple[frozenset[str], str] | None:
+        """The device from Redis; while Redis is away, as last seen (for a while)."""
+        try:
+            found = await credentials.device(device_id)
+        except Exception as exc:
+            known = self.devices.get(device_id)
+            if not is_transient(exc) or known is None:
+                raise
+            if time.monotonic() - known[1] > DEVICE_GRACE_S:
+                raise
+            return known[0]
+        if len(self.devices) > 100_000:
+            self.devices.clear()
+        self.devices[device_id] = (found, time.monotonic())
+        return found
+
+    async def _first_use(self, credentials: Credentials, signature: str) -> bool:
+        """A signature not seen before, here or (when it answers) in Redis."""
+        now = time.monotonic()
+        while self.seen and (next(iter(self.seen.values())) < now or len(self.seen) > SEEN_MAX):
+            self.seen.popitem(last=False)
+        if signature in self.seen:
+            return False
+        self.seen[signature] = now + 2 * MAX_SKEW_S
+        try:
+            return await credentials.first_use(signature)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return True  # Redis away: this process's memory is the replay check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -216,12 +276,15 @@ class Access:
         device_id = headers.get("x-device-id")
         if not device_id:
             raise _Refused(401, CREDENTIALS_HELP)
-        device = await credentials.device(device_id)
+        device = await self._device(credentials, device_id)
         if device is None:
             raise _Refused(401, f"X-Device-Id: no device {device_id[:40]!r} in service")
         checkpoints, key = device
         body = await read_body(receive)
-        target = scope["path"] + (
+        # The path as sent (percent-encoded), as the device signed it.
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else scope["path"]
+        target = path + (
             "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
         )
         verdict = verify(
@@ -236,7 +299,7 @@ class Access:
         )
         if not verdict.ok:
             raise _Refused(401, verdict.reason)
-        if not await credentials.first_use(headers["x-signature"].lower()):
+        if not await self._first_use(credentials, headers["x-signature"].lower()):
             raise _Refused(401, "X-Signature: this request was already received (a replay)")
         return (
             Principal(device_id, "device", checkpoints=checkpoints),
@@ -294,6 +357,17 @@ def check_checkpoint(p: Principal, checkpoint_ids: Any) -> None:
 
 
 def check_district(p: Principal, district: str | None, what: str = "this resident") -> None:
-    """An official sees the people of their own district only."""
+    """An official acts for the people of their own district only (403)."""
     if p.role == "official" and (district or "") != p.district:
         raise Forbidden(f"{what} is outside district {p.district!r}")
+
+
+def check_resident(p: Principal, person_id: str, fields: dict[str, str] | None) -> dict[str, str]:
+    """The resident's record, for an official only within their own district: anyone
+    else answers exactly as an ID not in the registry (404), so the answer does not say
+    whether or where someone lives."""
+    outside = p.role == "official" and fields is not None and fields.get("district") != p.district
+    if fields is None or outside:
+        where = f" of district {p.district}" if p.role == "official" else ""
+        raise Hidden(f"ID {person_id} is not in the registry{where}")
+    return fields

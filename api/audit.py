@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, Header, Request
 
@@ -84,6 +85,8 @@ def _auditor(
     ] = "",
 ) -> Auditor:
     route = getattr(request.scope.get("route"), "path", request.url.path)
+    if x_purpose.startswith("UTF-8''"):  # RFC 8187: how a browser sends non-Latin-1 text
+        x_purpose = unquote(x_purpose[7:], errors="replace")
     return Auditor(clients, principal_of(request), f"{request.method} {route}", x_purpose)
 
 

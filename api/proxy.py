@@ -21,6 +21,8 @@ STORE_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", r"/v1/imports/[^/]+"),  # CPU-heavy: off the process answering the gates
     ("POST", r"/v1/checkpoints"),
     ("PUT", r"/v1/checkpoints/[^/]+"),
+    ("GET", r"/v1/analytics/.+"),  # the dashboard's ClickHouse aggregates
+    ("GET", r"/v1/levels"),
 )
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host"}
 

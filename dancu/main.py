@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from infra import services as svc
+from infra.secrets import METRICS_TOKEN_FILE
 from infra.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -201,6 +202,13 @@ def _via_api(settings: Settings, method: str, path: str, timeout: float) -> bool
     return True
 
 
+def _metrics_credential(settings: Settings) -> str:
+    """Where Prometheus's token is, never the token itself (the banner may be logged)."""
+    if settings.metrics_token is not None:
+        return "the token in DANCU_METRICS_TOKEN"
+    return f"the token in {settings.data_dir.resolve() / METRICS_TOKEN_FILE}"
+
+
 def _demo_tokens(settings: Settings) -> None:
     """Tokens to sign in to the dashboard of the simulated city (valid a day), one per
     role, printed and kept in ``<data dir>/demo-tokens.json`` (readable by its owner
@@ -331,7 +339,8 @@ def up(
     if role in ("all", "api"):
         err.print(
             f"[bold green]dancu is up[/bold green]: dashboard and API at "
-            f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz)"
+            f"[link]{settings.api_url}/[/link] (health: {settings.api_url}/healthz; "
+            f"metrics: {settings.api_url}/metrics with {_metrics_credential(settings)})"
         )
         if role == "all" and simulate:
             _demo_tokens(settings)

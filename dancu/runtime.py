@@ -218,6 +218,11 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     """
     if options.role != "all":
         return _serve(settings, options)
+    # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default
+    # action would then end this process before it stops the store's process gracefully
+    # (which would die by PDEATHSIG, SIGKILL: a Faust batch or a webhook delivery cut
+    # short). As an exception it unwinds through the ``finally`` below instead.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     store = start_store_process(settings)
     stopping = threading.Event()
     watch_store(store, stopping)
@@ -229,6 +234,10 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     finally:
         stopping.set()
         stop_process(store)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class ClosingServer(uvicorn.Server):

@@ -96,8 +96,8 @@ class AuditDrain:
             where.append("has(people, %(person)s)")
             params["person"] = person_key
         if since is not None:
-            where.append("at >= %(since)s")
-            params["since"] = since
+            where.append("at >= fromUnixTimestamp64Milli(%(since_ms)s, 'UTC')")
+            params["since_ms"] = int(since.timestamp() * 1000)  # exact, whatever the zone
 
         def query() -> list[dict[str, object]]:
             result = self.ch.call(

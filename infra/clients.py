@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from infra.alerts import AlertStore
 from infra.audit import AuditDrain
 from infra.clickhouse import ClickHouse
 from infra.credentials import Credentials
@@ -24,6 +25,7 @@ from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from infra.staff import StaffStore
 from infra.tracing_store import ClickHouseCandidates, TieredCandidates, TracingStore
+from infra.webhooks import WebhookStore
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
 from registry.residents import IDENTITY_FIELDS, analytics_row
@@ -148,6 +150,8 @@ class Clients:
     tracing: TracingStore
     candidates: TieredCandidates
     exposure_rules: ExposureRuleBook
+    alerts: AlertStore
+    webhooks: WebhookStore
     owns_store: bool = True  # False in an API process that forwards analytics to the store
 
     @classmethod
@@ -191,6 +195,8 @@ class Clients:
                 index, ClickHouseCandidates(ch) if owns_store else None, window
             ),
             exposure_rules=load_exposure_rules(settings.exposure_rules_file, settings.hold_above),
+            alerts=AlertStore(redis, settings.redis_prefix, settings.redis_url),
+            webhooks=WebhookStore(redis, settings.redis_prefix),
             owns_store=owns_store,
         )
 

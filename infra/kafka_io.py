@@ -105,14 +105,27 @@ class KafkaLag:
         if self._admin:
             await self._admin.close()
 
-    async def lag(self, logical_topic: str = topics.SCANS) -> int:
+    async def _partitions(self, logical_topic: str) -> list[TopicPartition]:
         assert self._admin and self._consumer, "KafkaLag.start() first"
         topic = self.settings.topic(logical_topic)
         parts = self._consumer.partitions_for_topic(topic)
         if not parts:
             await self._consumer._client.force_metadata_update()
             parts = self._consumer.partitions_for_topic(topic) or set()
-        tps: Sequence[TopicPartition] = [TopicPartition(topic, p) for p in sorted(parts)]
+        return [TopicPartition(topic, p) for p in sorted(parts)]
+
+    async def produced(self, logical_topic: str) -> int:
+        """Records ever written to a topic: the sum of its partitions' end offsets (what
+        /metrics counts dead letters by, whichever process wrote them)."""
+        assert self._consumer, "KafkaLag.start() first"
+        tps = await self._partitions(logical_topic)
+        if not tps:
+            return 0
+        return sum((await self._consumer.end_offsets(tps)).values())
+
+    async def lag(self, logical_topic: str = topics.SCANS) -> int:
+        assert self._admin and self._consumer, "KafkaLag.start() first"
+        tps: Sequence[TopicPartition] = await self._partitions(logical_topic)
         if not tps:
             return 0
         ends = await self._consumer.end_offsets(list(tps))

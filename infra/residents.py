@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -255,10 +255,8 @@ class ResidentStore:
     async def flagged_for_testing(self, district: str, limit: int = 1000) -> list[str]:
         """The district's residents flagged for testing, newest first (some may have been
         tested since: the caller checks their record)."""
-        found: list[str | bytes] = await self.r.zrevrange(
-            self.testing_key(district), 0, limit - 1
-        )
-        return [_s(x) for x in found]
+        found = await self.r.zrevrange(self.testing_key(district), 0, limit - 1)
+        return [_s(cast(str | bytes, x)) for x in found]
 
     async def tested(self, district: str, ids: Sequence[str]) -> None:
         """Residents tested since they were flagged leave the district's list."""

@@ -1,23 +1,38 @@
 """Secrets that must never be constants in the source: the pseudonym key comes from
 ``DANCU_PSEUDONYM_SECRET`` (required in production), or, in development and tests, from a
 random key made once per data directory (file mode 0600), so every process sharing a data
-directory pseudonymises alike and no two installations share a key."""
+directory pseudonymises alike and no two installations share a key. The token of
+``GET /metrics`` is made the same way when ``DANCU_METRICS_TOKEN`` is unset."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import time
+from pathlib import Path
 
 from infra.settings import Settings
 
 KEY_FILE = "pseudonym.key"
+METRICS_TOKEN_FILE = "metrics.token"
 
 
 def pseudonym_key(settings: Settings) -> bytes:
     if settings.pseudonym_secret is not None:
         return settings.pseudonym_secret.get_secret_value().encode()
-    path = settings.data_dir.resolve() / KEY_FILE
+    return made_once(settings.data_dir.resolve() / KEY_FILE)
+
+
+def metrics_token(settings: Settings) -> str:
+    """The bearer token Prometheus sends to ``GET /metrics``: ``DANCU_METRICS_TOKEN``, or
+    one made once in ``<data_dir>/metrics.token`` (mode 0600) for the operator to read."""
+    if settings.metrics_token is not None:
+        return settings.metrics_token.get_secret_value()
+    return made_once(settings.data_dir.resolve() / METRICS_TOKEN_FILE).decode()
+
+
+def made_once(path: Path) -> bytes:
+    """The random secret in ``path``, made there (mode 0600) if it is missing."""
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:

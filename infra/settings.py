@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # The HMAC key of pseudonyms. Unset outside production: a random key made once per
     # data directory (infra/secrets.py); never a constant in the source.
     pseudonym_secret: SecretStr | None = None
+    # The bearer token of GET /metrics (Prometheus's `authorization` credentials). Unset:
+    # a random one made once in <data_dir>/metrics.token, mode 0600 (infra/secrets.py).
+    metrics_token: SecretStr | None = None
     # The exposure rulebook (versions, dwell per checkpoint type, the brake); the packaged
     # tracing/data/exposure_rules.yaml when unset. hold_above overrides the brake's limit.
     exposure_rules_file: Path | None = None
@@ -72,6 +75,12 @@ class Settings(BaseSettings):
     batch_seconds: float = 0.2
     batch_max_bytes: int = 16 << 20
     log_level: str = "WARNING"
+    # Alert webhooks (infra/webhooks.py): hosts or networks a receiver may be on besides
+    # public addresses (the SSRF guard; unset: loopback outside production, none in it),
+    # and the retry back-off (doubling from base, capped) while a receiver fails.
+    webhook_allow: str | None = None
+    webhook_retry_base: float = Field(default=1.0, gt=0)
+    webhook_retry_cap: float = Field(default=300.0, gt=0)
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -83,6 +92,8 @@ class Settings(BaseSettings):
             raise ValueError("DANCU_PSEUDONYM_SECRET must be set in production")
         if self.pseudonym_secret is not None and len(self.pseudonym_secret) < 16:
             raise ValueError("DANCU_PSEUDONYM_SECRET must be at least 16 characters")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("DANCU_METRICS_TOKEN must be at least 16 characters")
         return self
 
     # Resolved endpoints -------------------------------------------------------------
@@ -105,6 +116,13 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def webhook_allowed(self) -> list[str]:
+        """The webhook allow-list (see ``webhook_allow``)."""
+        if self.webhook_allow is None:
+            return [] if self.env == "production" else ["127.0.0.1", "::1", "localhost"]
+        return [h.strip() for h in self.webhook_allow.split(",") if h.strip()]
 
     def topic(self, name: str) -> str:
         """The real topic name for a logical one (``scans`` → ``<prefix>scans``)."""

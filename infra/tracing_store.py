@@ -121,6 +121,10 @@ class TracingStore:
         """A held report's exposures, waiting for approval."""
         return load_exposures(await self.r.hget(self._rep(report_id), "pending"))  # type: ignore[misc]
 
+    async def f0_visits(self, report_id: str) -> list[Visit]:
+        """The F0's visits in the window, as the last trace saw them."""
+        return load_visits(await self.r.hget(self._rep(report_id), "f0v"))  # type: ignore[misc]
+
     async def reports_of(self, person_key: str) -> list[str]:
         return sorted(_s(m) for m in await self.r.smembers(f"{self.p}rep:by:{person_key}"))  # type: ignore[misc]
 

@@ -25,6 +25,8 @@ from infra.clients import (
     Clients,
 )
 from infra.settings import Settings
+from streams.alerts import AlertRaiser
+from streams.cases import add_case_agent
 from streams.guard import Guard
 from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
@@ -265,6 +267,41 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
                 lambda items: exposure_sink.insert([x for _, x in items]),
                 exposure_letter,
             )
+
+    status_topic = raw_topic(topics.REPORT_STATUS)
+    raiser = AlertRaiser(
+        alerts=clients.alerts,
+        reports=clients.tracing,
+        places=clients.checkpoints,
+        guard=guard,
+        exposures_topic=exposures_name,
+        status_topic=status_topic.get_topic_name(),
+    )
+
+    @app.agent(exposures_topic, name="raise_alerts")
+    async def raise_alerts(stream: faust.StreamT) -> None:
+        """Flags into officials' alerts (a second reader of ``exposures``, beside the
+        ClickHouse sink, so an alert never waits on an analytics insert)."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            500, within=0.02
+        )
+        async for events in batches:
+            await raiser.on_exposures(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
+
+    @app.agent(status_topic, name="raise_venue_alerts")
+    async def raise_venue_alerts(stream: faust.StreamT) -> None:
+        """Finished and withdrawn reports into owners' venue alerts."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            100, within=0.05
+        )
+        async for events in batches:
+            await raiser.on_statuses(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
+
+    add_case_agent(app, settings, clients, guard)  # report-status → f0_cases (dashboard)
 
     @app.timer(interval=600.0)
     async def prune_intervals() -> None:

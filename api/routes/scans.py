@@ -18,6 +18,7 @@ from api.access import PrincipalDep, check_checkpoint
 from api.deps import ClientsDep
 from api.errors import BadInput, TooLarge
 from infra import topics
+from infra.metrics import SCANS_ACCEPTED
 from tracing.events import MAX_SCAN_AGE, ScanRecorded, validate_scan
 
 router = APIRouter(prefix="/v1", tags=["scans"])
@@ -89,4 +90,5 @@ async def post_scans(
         payload = orjson.dumps(scans[0] if len(scans) == 1 else scans)
         futures.append(await clients.producer.send(topic, payload, key=checkpoint_id.encode()))
     await asyncio.gather(*futures)  # durable in Kafka before we answer
+    SCANS_ACCEPTED.inc(len(good))
     return ScansAccepted(accepted=len(good), rejected=bad)

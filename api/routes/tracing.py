@@ -8,6 +8,7 @@ evidence are audited."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.access import PrincipalDep, check_district
+from api.access import Hidden, PrincipalDep, check_district, check_resident
 from api.audit import AuditDep
 from api.deps import ClientsDep
 from api.errors import ApiError, BadInput
@@ -292,11 +293,12 @@ async def why(
     """The chain of evidence behind a person's tier: each report that flagged them, the
     visit and overlap, and (for an F2) the F1's own evidence back to the F0. People of
     other districts in the chain appear by pseudonym."""
-    fields = await clients.residents.get(_valid_id(person_id))
-    if fields is None:
-        await audit("why", [person_id])
-        raise NotFound(f"ID {person_id} is not in the registry")
-    check_district(principal, fields.get("district"))
+    found = await clients.residents.get(_valid_id(person_id))
+    try:
+        fields = check_resident(principal, person_id, found)
+    except Hidden:
+        await audit("why", [person_id])  # asking about someone is a read too
+        raise
     shown: set[str] = {person_id}
     key = clients.pseudonymize(person_id)
     chains: list[dict[str, object]] = []
@@ -357,8 +359,8 @@ async def contacts(
     [since, until] (default: the last 14 days), with the evidence: for a suspected case
     before a test result. Contacts of other districts appear by pseudonym."""
     _valid_id(person_id)
-    districts = await clients.residents.districts_of([person_id])
-    check_district(principal, districts.get(person_id))
+    district = (await clients.residents.districts_of([person_id])).get(person_id)
+    check_resident(principal, person_id, {"district": district} if district else None)
     now = datetime.now(UTC)
     until = until or now
     since = since or until - timedelta(days=14)
@@ -493,7 +495,9 @@ async def tracing_summary(clients: ClientsDep) -> dict[str, object]:
         "flagged": flagged,
         "latest": [
             {
-                "report_id": s.report_id,
+                # no one named: a long run of digits (an ID someone used as a report's
+                # name) is masked
+                "report_id": re.sub(r"\d{9,}", "…", s.report_id),
                 "status": s.status,
                 "counts": s.counts,
                 "reported_at": s.body.get("reported_at"),

@@ -12,8 +12,8 @@ import pytest
 from api.app import create_app
 from infra.http_auth import DeviceAuth
 from infra.settings import Settings
-from tests.fakes import MemoryCredentials
 from registry.health import apply_record
+from tests.fakes import MemoryCredentials
 
 KNOWN = "001090123456"
 

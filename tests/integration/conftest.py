@@ -70,6 +70,7 @@ class Platform:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "platform.log"
+        self._clients: dict[tuple[str, ...], httpx.Client] = {}
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -124,7 +125,8 @@ class Platform:
         return BearerAuth(self.token(role, district, org))
 
     def device(self, *checkpoints: str) -> DeviceAuth:
-        """A signing device for these checkpoints (httpx auth)."""
+        """A signing device for these checkpoints (httpx auth; each request carries a fresh
+        nonce, so a repeated request is never refused as a replay)."""
         device_id, key = with_credentials(self.settings, lambda c: c.add_device(*checkpoints))
         return DeviceAuth(device_id, key)
 
@@ -137,10 +139,32 @@ class Platform:
             **kw,  # type: ignore[arg-type]
         )
 
+    def api(self, role: str = "admin", district: str = "") -> httpx.Client:
+        """The test's client for a person of ``role`` (and ``district``): made on first use,
+        then the same one (closed by :meth:`sign_out`)."""
+        key = ("person", role, district)
+        if key not in self._clients:
+            self._clients[key] = self.client(role, district)
+        return self._clients[key]
+
+    def as_device(self, *checkpoints: str) -> httpx.Client:
+        """The test's client signing as a device of these checkpoints (made on first use)."""
+        key = ("device", *sorted(checkpoints))
+        if key not in self._clients:
+            self._clients[key] = httpx.Client(
+                base_url=self.url, auth=self.device(*checkpoints), timeout=60
+            )
+        return self._clients[key]
+
+    def sign_out(self) -> None:
+        """Close the test's clients: at the end, or once the test wiped Redis (their
+        credentials are gone; :meth:`api` and :meth:`as_device` then make new ones)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
     def stats(self) -> dict[str, object]:
-        if not hasattr(self, "_stats_auth"):
-            self._stats_auth = self.auth("admin")
-        r = httpx.get(f"{self.url}/v1/stats/live", timeout=30, auth=self._stats_auth)
+        r = self.api("admin").get("/v1/stats/live", timeout=30)
         r.raise_for_status()
         return dict(r.json())
 
@@ -173,3 +197,4 @@ def platform(base_settings: Settings, tmp_path: Path) -> Iterator[Platform]:
     p = Platform(base_settings, tmp_path / "dancu")
     yield p
     p.stop()
+    p.sign_out()

@@ -24,25 +24,33 @@ pytestmark = pytest.mark.integration
 
 HOME, AWAY = "Ba Đình", "Hoàn Kiếm"
 P1, P2 = "001090000301", "001190000302"  # P1 lives in HOME, P2 in AWAY
+P3 = "001090000303"  # in HOME: with P1 at CP for an hour, so P1's report flags P3 (F1)
 ORG = "Công ty Thử"
 CP, CP_OTHER = "acc-cp1", "acc-cp2"
 ROLES = ("device", "official", "epidemiologist", "steward", "owner", "admin")
 NOW = datetime.now(UTC)
 
-# Routes that show or export personal data: each call writes an audit record.
-PERSONAL = {
-    ("GET", "/v1/residents/{person_id}/status"),
-    ("GET", "/v1/residents/{person_id}/why"),
-    ("GET", "/v1/contacts/{person_id}"),
-    ("GET", "/v1/exposures"),
-    ("GET", "/v1/reports/f0/{report_id}"),
-    ("GET", "/v1/review"),
-    ("POST", "/v1/review/{review_id}"),
-    ("GET", "/v1/imports/{import_id}/records"),
-    ("POST", "/v1/imports/{kind}"),
-    ("POST", "/v1/gate/check"),
-    ("GET", "/v1/organisations/staff"),
-    ("GET", "/v1/testing/flagged"),
+# Routes that show or export personal data, and the roles for whom they do (an owner's
+# alerts name no one): each such call writes one audit record.
+PEOPLE_ROLES = frozenset({"official", "epidemiologist", "steward", "owner", "admin"})
+PERSONAL: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/v1/residents/{person_id}/status"): PEOPLE_ROLES,
+    ("GET", "/v1/residents/{person_id}/why"): PEOPLE_ROLES,
+    ("GET", "/v1/contacts/{person_id}"): PEOPLE_ROLES,
+    ("GET", "/v1/exposures"): PEOPLE_ROLES,
+    ("GET", "/v1/reports/f0/{report_id}"): PEOPLE_ROLES,
+    ("GET", "/v1/review"): PEOPLE_ROLES,
+    ("POST", "/v1/review/{review_id}"): PEOPLE_ROLES,
+    ("GET", "/v1/imports/{import_id}/records"): PEOPLE_ROLES,
+    ("POST", "/v1/imports/{kind}"): PEOPLE_ROLES,
+    ("POST", "/v1/gate/check"): PEOPLE_ROLES,
+    ("GET", "/v1/organisations/staff"): PEOPLE_ROLES,
+    ("GET", "/v1/testing/flagged"): PEOPLE_ROLES,
+    ("GET", "/v1/alerts/stream"): frozenset({"official"}),
+    ("GET", "/v1/alerts"): frozenset({"official"}),
+    ("GET", "/v1/alerts/{alert_id}"): frozenset({"official"}),
+    ("POST", "/v1/alerts/{alert_id}/ack"): frozenset({"official"}),
+    ("POST", "/v1/alerts/{alert_id}/followup"): frozenset({"official"}),
 }
 
 
@@ -51,6 +59,7 @@ def residents_csv() -> str:
         "id,name,dob,gender,address,district,ward,household_id\n"
         f"{P1},Nguyễn Văn An,1990-01-01,Nam,Số 1 Kim Mã,{HOME},Phường Kim Mã,H1\n"
         f"{P2},Trần Thị Bình,1990-01-01,Nữ,Số 2 Hàng Bạc,{AWAY},Phường Hàng Bạc,H2\n"
+        f"{P3},Phạm Văn Cường,1990-01-01,Nam,Số 3 Kim Mã,{HOME},Phường Kim Mã,H3\n"
     )
 
 
@@ -110,9 +119,25 @@ class World:
         self.import_id = r.json()["import_id"]
         (item,) = self.call("GET", "/v1/review", "steward").json()
         self.review_id = item["review_id"]
+        visits = [
+            {
+                "scan_id": f"acc-visit-{pid}",
+                "person_id": pid,
+                "checkpoint_id": CP,
+                "ts": (NOW - timedelta(hours=5)).isoformat(),
+                "t_out": (NOW - timedelta(hours=4)).isoformat(),
+                "source": "gate",
+            }
+            for pid in (P1, P3)
+        ]
+        r = self.call("POST", "/v1/scans", "device", json=visits)
+        assert r.status_code == 202, r.text
+        p.wait_processed(2)
         for rid in ("acc-r1", "acc-r2"):
             r = self.call("POST", "/v1/reports/f0", "official", json=report(rid))
             assert r.status_code == 202, r.text
+        # the alerts P1's report raised: P3's for the district, the shop's for its owner
+        self.alerts = {role: self._first_alert(role) for role in ("official", "owner")}
         self.user = self.call(
             "POST", "/v1/users", "admin", json={"name": "acc-victim", "role": "epidemiologist"}
         ).json()
@@ -120,21 +145,50 @@ class World:
             "POST", "/v1/devices", "admin", json={"checkpoint_ids": [CP]}
         ).json()["device_id"]
 
+    def _first_alert(self, role: str) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = self.call("GET", "/v1/alerts", role).json()["alerts"]
+            # a venue alert names no report (nor anyone): the owner's first will do
+            mine = [a for a in found if a.get("report_id", "acc-r1") == "acc-r1"]
+            if mine:
+                return str(mine[0]["alert_id"])
+            time.sleep(0.3)
+        raise AssertionError(f"no alert for the {role} from report acc-r1")
+
+    def alert_of(self, role: str) -> str:
+        """The role's own alert (any ID for roles refused before the route runs)."""
+        return self.alerts.get(role, "0" * 24)
+
+    def webhook_of(self, role: str) -> str:
+        """A webhook the role registered just now (to delete)."""
+        if role not in ("official", "owner"):
+            return "wh-0000000000000000"
+        r = self.call("POST", "/v1/webhooks", role, json={"url": "http://127.0.0.1:9/hook"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["webhook_id"])
+
     def call(self, method: str, path: str, role: str | None, **kw: Any) -> httpx.Response:
         auth = self.auth[role] if role else None
-        return httpx.request(
-            method,
-            f"{self.p.url}{path}",
-            auth=auth,
-            timeout=120,
-            **kw,  # type: ignore[arg-type]
-        )
+        url = f"{self.p.url}{path}"
+        if "/stream" in path:  # an event stream never ends: read up to its first alert
+            with httpx.stream(method, url, auth=auth, timeout=30, **kw) as r:
+                if r.status_code != 200:
+                    r.read()
+                    return r
+                alert = False
+                for line in r.iter_lines():
+                    if alert and line.startswith("data:"):
+                        break
+                    alert = alert or line == "event: alert"
+                return r
+        return httpx.request(method, url, auth=auth, timeout=120, **kw)
 
 
-Example = Callable[[World], tuple[str, dict[str, Any]]]
+Example = Callable[[World, str], tuple[str, dict[str, Any]]]
 
 
-def _scan(_: World) -> tuple[str, dict[str, Any]]:
+def _scan(*_: object) -> tuple[str, dict[str, Any]]:
     scan = {
         "scan_id": f"acc-{uuid.uuid4().hex}",
         "person_id": P1,
@@ -145,13 +199,13 @@ def _scan(_: World) -> tuple[str, dict[str, Any]]:
     return "/v1/scans", {"json": [scan]}
 
 
-def _new_checkpoint(_: World) -> tuple[str, dict[str, Any]]:
+def _new_checkpoint(*_: object) -> tuple[str, dict[str, Any]]:
     body = [{"checkpoint_id": f"acc-{uuid.uuid4().hex[:8]}", "type": "shop", "district": HOME}]
     return "/v1/checkpoints", {"json": body}
 
 
 def _fixed(path: str, **kw: Any) -> Example:
-    return lambda _: (path, kw)
+    return lambda *_: (path, kw)
 
 
 # (method, route) → (example request, the status its allowed roles get).
@@ -189,20 +243,20 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
     ),
     ("POST", "/v1/imports/{kind}"): (_fixed("/v1/imports/staff", content=staff_csv()), 201),
     ("GET", "/v1/imports"): (_fixed("/v1/imports"), 200),
-    ("GET", "/v1/imports/{import_id}"): (lambda w: (f"/v1/imports/{w.import_id}", {}), 200),
+    ("GET", "/v1/imports/{import_id}"): (lambda w, _: (f"/v1/imports/{w.import_id}", {}), 200),
     ("GET", "/v1/imports/{import_id}/records"): (
-        lambda w: (f"/v1/imports/{w.import_id}/records", {}),
+        lambda w, _: (f"/v1/imports/{w.import_id}/records", {}),
         200,
     ),
     ("GET", "/v1/review"): (_fixed("/v1/review"), 200),
     ("POST", "/v1/review/{review_id}"): (
-        lambda w: (f"/v1/review/{w.review_id}", {"json": {"decision": "reject"}}),
+        lambda w, _: (f"/v1/review/{w.review_id}", {"json": {"decision": "reject"}}),
         200,
     ),
     ("GET", "/v1/quality"): (_fixed("/v1/quality"), 200),
     ("GET", "/v1/residents/{person_id}/status"): (_fixed(f"/v1/residents/{P1}/status"), 200),
     ("POST", "/v1/reports/f0"): (
-        lambda _: ("/v1/reports/f0", {"json": report(f"acc-{uuid.uuid4().hex[:8]}")}),
+        lambda *_: ("/v1/reports/f0", {"json": report(f"acc-{uuid.uuid4().hex[:8]}")}),
         202,
     ),
     ("PUT", "/v1/reports/f0/{report_id}"): (
@@ -224,6 +278,38 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
     ("GET", "/v1/clusters/{cluster_id}/graph"): (_fixed("/v1/clusters/c-none/graph"), 404),
     ("GET", "/v1/hotspots"): (_fixed("/v1/hotspots"), 200),
     ("GET", "/v1/tracing/summary"): (_fixed("/v1/tracing/summary"), 200),
+    ("GET", "/v1/analytics/scans"): (_fixed("/v1/analytics/scans"), 200),
+    ("GET", "/v1/analytics/cases"): (_fixed("/v1/analytics/cases"), 200),
+    ("GET", "/v1/analytics/vaccination"): (_fixed("/v1/analytics/vaccination"), 200),
+    ("GET", "/v1/analytics/colours"): (_fixed("/v1/analytics/colours"), 200),
+    ("GET", "/v1/analytics/checkpoints/top"): (_fixed("/v1/analytics/checkpoints/top"), 200),
+    ("GET", "/v1/levels"): (_fixed("/v1/levels"), 200),
+    ("GET", "/v1/alerts/stream"): (
+        _fixed("/v1/alerts/stream", params={"last_event_id": "0-0"}),
+        200,
+    ),
+    ("GET", "/v1/alerts"): (_fixed("/v1/alerts"), 200),
+    ("GET", "/v1/alerts/{alert_id}"): (lambda w, role: (f"/v1/alerts/{w.alert_of(role)}", {}), 200),
+    ("POST", "/v1/alerts/{alert_id}/ack"): (
+        lambda w, role: (f"/v1/alerts/{w.alert_of(role)}/ack", {}),
+        200,
+    ),
+    ("POST", "/v1/alerts/{alert_id}/followup"): (
+        lambda w, role: (
+            f"/v1/alerts/{w.alert_of(role)}/followup",
+            {"json": {"action": "contacted", "note": "gọi điện"}},
+        ),
+        200,
+    ),
+    ("POST", "/v1/webhooks"): (
+        _fixed("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}),
+        201,
+    ),
+    ("GET", "/v1/webhooks"): (_fixed("/v1/webhooks"), 200),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): (
+        lambda w, role: (f"/v1/webhooks/{w.webhook_of(role)}", {}),
+        204,
+    ),
     ("GET", "/v1/owner/checkpoints"): (_fixed("/v1/owner/checkpoints"), 200),
     ("GET", "/v1/testing/flagged"): (_fixed("/v1/testing/flagged"), 200),
     ("GET", "/v1/testing/summary"): (_fixed("/v1/testing/summary"), 200),
@@ -231,7 +317,7 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
     ("POST", "/v1/admin/rebuild"): (_fixed("/v1/admin/rebuild"), 200),
     ("GET", "/v1/audit"): (_fixed("/v1/audit"), 200),
     ("POST", "/v1/users"): (
-        lambda _: (
+        lambda *_: (
             "/v1/users",
             {"json": {"name": f"u-{uuid.uuid4().hex[:6]}", "role": "epidemiologist"}},
         ),
@@ -239,7 +325,7 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
     ),
     ("DELETE", "/v1/users/{name}"): (_fixed("/v1/users/acc-victim"), 200),
     ("POST", "/v1/devices"): (_fixed("/v1/devices", json={"checkpoint_ids": [CP]}), 201),
-    ("DELETE", "/v1/devices/{device_id}"): (lambda w: (f"/v1/devices/{w.device_id}", {}), 200),
+    ("DELETE", "/v1/devices/{device_id}"): (lambda w, _: (f"/v1/devices/{w.device_id}", {}), 200),
 }
 
 
@@ -273,7 +359,7 @@ def test_every_route_answers_each_role_exactly_as_the_policy_says(
         allowed = POLICY[(method, route)]
         for role in (None, *ROLES):
             since = datetime.now(UTC) - timedelta(seconds=1)
-            path, kw = example(w)
+            path, kw = example(w, role or "")
             r = w.call(method, path, role, **kw)
             expected = 401 if role is None else allowed_status if role in allowed else 403
             if r.status_code != expected:
@@ -281,7 +367,7 @@ def test_every_route_answers_each_role_exactly_as_the_policy_says(
                 continue
             if expected in (401, 403):
                 assert "error" in r.json() and r.json()["error"], f"{method} {route}: no reason"
-            if role in allowed and role != "device" and (method, route) in PERSONAL:
+            if role in allowed and role in PERSONAL.get((method, route), ()):
                 entries = audited(w, role, f"{method} {route}", since)
                 if len(entries) != 1:
                     failures.append(f"{method} {route} as {role}: {len(entries)} audit records")
@@ -292,16 +378,31 @@ def test_every_route_answers_each_role_exactly_as_the_policy_says(
 
 def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> None:
     w = World(platform, tmp_path)
-    # officials: their own district only (the refusal does not say where P1 lives)
+    # officials: their own district only; a resident elsewhere answers as an unknown ID
+    # (the refusal does not say whether or where P1 lives)
     away = BearerAuth(platform.token("official", AWAY))
     r = httpx.get(f"{platform.url}/v1/residents/{P1}/status", auth=away, timeout=30)
-    assert r.status_code == 403 and AWAY in r.json()["error"] and HOME not in r.json()["error"]
+    assert r.status_code == 404 and AWAY in r.json()["error"] and HOME not in r.json()["error"]
+    unknown = httpx.get(f"{platform.url}/v1/residents/001090000399/status", auth=away, timeout=30)
+    assert unknown.json()["error"].replace("0399", "0301") == r.json()["error"]
     r = httpx.post(f"{platform.url}/v1/reports/f0", json=report("acc-x"), auth=away, timeout=30)
     assert r.status_code == 403
     r = w.call("GET", f"/v1/residents/{P2}/status", "official")
-    assert r.status_code == 403
+    assert r.status_code == 404
+    # the stated purpose is recorded, in Vietnamese too (RFC 8187 from a browser)
+    since = datetime.now(UTC)
+    r = w.call(
+        "GET",
+        f"/v1/residents/{P1}/status",
+        "official",
+        headers={"X-Purpose": "UTF-8''truy%20v%E1%BA%BFt%20F1"},
+    )
+    assert r.status_code == 200
+    (entry,) = audited(w, "official", "GET /v1/residents/{person_id}/status", since)
+    assert entry["why"] == "truy vết F1" and entry["people_count"] == 1
+    assert entry["people"] and P1 not in str(entry)
     # devices: their own checkpoint only, the whole batch refused
-    _, scan = _scan(w)
+    _, scan = _scan()
     r = httpx.post(f"{platform.url}/v1/scans", json=scan["json"], auth=w.other_device, timeout=30)
     assert r.status_code == 403 and CP in r.json()["error"]
     r = httpx.post(
@@ -349,7 +450,7 @@ def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> No
     r = httpx.get(f"{platform.url}/v1/me", auth=BearerAuth(short), timeout=30)
     assert r.status_code == 401
     assert w.call("DELETE", f"/v1/devices/{device.device_id}", "admin").status_code == 200
-    _, scan = _scan(w)
+    _, scan = _scan()
     r = httpx.post(f"{platform.url}/v1/scans", json=scan["json"], auth=device, timeout=30)
     assert r.status_code == 401 and "in service" in r.json()["error"]
     # a malformed credential names the problem

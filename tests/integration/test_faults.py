@@ -27,6 +27,9 @@ TEST_RESULTS = """person_id,name,dob,result,test_type,sampled_at
 001190654321,Trần Thị Bình,1990-07-01,negative,PCR,{recent}
 001085111222,Lê Văn Cường,1985-01-20,positive,rapid,2021-11-20T08:00:00+07:00
 """
+# Where the residents of tests.samples.RESIDENTS live: an official of that district reads them.
+DISTRICTS = {"001090123456": "Ba Đình", "001190654321": "Ba Đình", "001085111222": "Hoàn Kiếm"}
+GATEWAY = [f"cp-{i}" for i in range(50)]  # every checkpoint make_scans names
 
 
 def wait_for(check: object, timeout: float = 90, what: str = "condition") -> None:
@@ -49,16 +52,22 @@ def health(platform: Platform) -> httpx.Response:
     return httpx.get(f"{platform.url}/healthz", timeout=15)
 
 
+def status(platform: Platform, person_id: str) -> dict:  # type: ignore[type-arg]
+    """A resident's status, read by an official of the resident's district."""
+    official = platform.api("official", DISTRICTS[person_id])
+    return dict(official.get(f"/v1/residents/{person_id}/status").json())
+
+
 def test_redis_away_mid_stream_is_waited_out_and_nothing_is_lost(
     platform: Platform, base_settings: Settings, tmp_path: Path
 ) -> None:
     load_residents(platform, tmp_path)
     platform.start()
     scans = make_scans(4000, seed=21)
-    url = platform.url
-    assert httpx.post(f"{url}/v1/scans", json=scans[:2000], timeout=60).status_code == 202
+    device = platform.as_device(*GATEWAY)
+    assert device.post("/v1/scans", json=scans[:2000]).status_code == 202
     platform.wait_processed(2000)
-    r = httpx.post(f"{url}/v1/imports/vaccinations", content=VACCINATIONS.encode(), timeout=60)
+    r = platform.api("steward").post("/v1/imports/vaccinations", content=VACCINATIONS.encode())
     assert r.status_code == 201
 
     redis = services.RedisService(base_settings)
@@ -66,7 +75,7 @@ def test_redis_away_mid_stream_is_waited_out_and_nothing_is_lost(
     try:
         # Devices keep posting (the API needs only Kafka for scans); the worker waits.
         for i in range(2000, 4000, 250):
-            r = httpx.post(f"{url}/v1/scans", json=scans[i : i + 250], timeout=60)
+            r = device.post("/v1/scans", json=scans[i : i + 250])
             assert r.status_code == 202, r.text
         wait_for(lambda: health(platform).status_code == 503, 30, "a 503 from /healthz")
         body = health(platform).json()
@@ -77,8 +86,7 @@ def test_redis_away_mid_stream_is_waited_out_and_nothing_is_lost(
     stats = platform.wait_processed(4000, timeout=120)
     assert stats["scans_processed"] == 4000 and stats["visits_total"] == 4000
     assert asyncio.run(redis_counts(platform)) == (4000, 4000)
-    status = httpx.get(f"{url}/v1/residents/001090123456/status").json()
-    assert status["colour"] == "green"
+    assert status(platform, "001090123456")["colour"] == "green"
 
 
 def test_a_batch_clickhouse_refuses_is_split_not_stalled(
@@ -100,15 +108,17 @@ def test_a_batch_clickhouse_refuses_is_split_not_stalled(
             }
             for i in range(101)
         ]
-        r = httpx.post(f"{platform.url}/v1/scans", json=batch, timeout=60)
+        device = platform.as_device("cp-old", *GATEWAY)
+        r = device.post("/v1/scans", json=batch)
         assert r.status_code == 202 and r.json()["accepted"] == 101
         after = platform.wait_processed(101, timeout=120)
         assert after["visits_total"] == 101
-        ok = httpx.post(f"{platform.url}/v1/scans", json=make_scans(10, seed=5), timeout=60)
+        ok = device.post("/v1/scans", json=make_scans(10, seed=5))
         assert ok.status_code == 202
         assert platform.wait_processed(111, timeout=60)["visits_total"] == 111
     finally:
         platform.stop()
+        platform.sign_out()
 
 
 def test_imports_are_marked_only_once_applied(platform: Platform, tmp_path: Path) -> None:
@@ -121,22 +131,16 @@ def test_imports_are_marked_only_once_applied(platform: Platform, tmp_path: Path
     again = orjson.loads(platform.run_cli("import", "vaccinations", str(vax)).stdout)
     assert first["outcomes"]["matched"] == again["outcomes"]["matched"] == 2
     platform.start()
-    wait_for(
-        lambda: (
-            httpx.get(f"{platform.url}/v1/residents/001090123456/status").json()["colour"]
-            == "green"
-        )
-    )
-    r = httpx.post(f"{platform.url}/v1/imports/vaccinations", content=VACCINATIONS.encode())
+    wait_for(lambda: status(platform, "001090123456")["colour"] == "green")
+    r = platform.api("steward").post("/v1/imports/vaccinations", content=VACCINATIONS.encode())
     assert r.json()["outcomes"]["matched"] == 0 and r.json()["outcomes"]["duplicate"] == 3
 
 
-async def _digest(url: str, ids: list[str]) -> str:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        rows = []
-        for pid in ids:
-            s = (await http.get(f"/v1/residents/{pid}/status")).json()
-            rows.append([pid, s["colour"], s["reasons"], s["rule_version"]])
+def _digest(platform: Platform, ids: list[str]) -> str:
+    rows = []
+    for pid in ids:
+        s = status(platform, pid)
+        rows.append([pid, s["colour"], s["reasons"], s["rule_version"]])
     return hashlib.sha256(orjson.dumps(rows)).hexdigest()
 
 
@@ -145,25 +149,22 @@ def test_rebuild_restores_every_status_after_redis_is_lost(
 ) -> None:
     load_residents(platform, tmp_path)
     platform.start()
-    url = platform.url
+    steward = platform.api("steward")
     recent = (datetime.now(UTC) - timedelta(hours=5)).isoformat()
     for kind, body in (
         ("vaccinations", VACCINATIONS),
         ("test-results", TEST_RESULTS.format(recent=recent)),
     ):
-        r = httpx.post(f"{url}/v1/imports/{kind}", content=body.encode(), timeout=60)
+        r = steward.post(f"/v1/imports/{kind}", content=body.encode())
         assert r.status_code == 201, r.text
     cps = [{"checkpoint_id": "HN-r1", "type": "restaurant", "district": "Ba Đình"}]
-    assert httpx.post(f"{url}/v1/checkpoints", json=cps).status_code == 201
-    ids = ["001090123456", "001190654321", "001085111222"]
+    assert steward.post("/v1/checkpoints", json=cps).status_code == 201
+    ids = list(DISTRICTS)
     wait_for(
-        lambda: (
-            [httpx.get(f"{url}/v1/residents/{i}/status").json()["colour"] for i in ids]
-            == ["green", "yellow", "red"]
-        ),
+        lambda: [status(platform, i)["colour"] for i in ids] == ["green", "yellow", "red"],
         what="statuses applied",
     )
-    before = asyncio.run(_digest(url, ids))
+    before = _digest(platform, ids)
     platform.stop()
 
     async def flushall() -> None:
@@ -172,16 +173,17 @@ def test_rebuild_restores_every_status_after_redis_is_lost(
         await redis.aclose()
 
     asyncio.run(flushall())
+    platform.sign_out()  # the credentials went with the rest
     load_residents(platform, tmp_path)  # the registry export, again
     rebuilt = platform.run_cli("rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     report = orjson.loads(rebuilt.stdout)
     assert report["residents_restored"] == 3 and report["checkpoints_restored"] >= 1
     platform.start()
-    assert asyncio.run(_digest(url, ids)) == before
-    gate = httpx.post(
-        f"{url}/v1/gate/check", json={"checkpoint_id": "HN-r1", "person_id": "001090123456"}
+    assert _digest(platform, ids) == before
+    gate = platform.as_device("HN-r1").post(
+        "/v1/gate/check", json={"checkpoint_id": "HN-r1", "person_id": "001090123456"}
     )
     assert gate.status_code == 200 and gate.json()["decision"] == "allow"
-    r = httpx.post(f"{url}/v1/imports/vaccinations", content=VACCINATIONS.encode())
+    r = platform.api("steward").post("/v1/imports/vaccinations", content=VACCINATIONS.encode())
     assert r.json()["outcomes"]["duplicate"] == 3  # the applied marks came back too

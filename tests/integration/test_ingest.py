@@ -21,15 +21,21 @@ pytestmark = pytest.mark.integration
 N = 10_000
 
 
-async def post_all(url: str, scans: list[dict[str, object]]) -> int:
-    """Post the first 500 one by one, the rest in device batches of 1-400."""
+def checkpoints_of(scans: list[dict[str, object]]) -> list[str]:
+    return sorted({str(s["checkpoint_id"]) for s in scans})
+
+
+async def post_all(url: str, scans: list[dict[str, object]], device: httpx.Auth) -> int:
+    """Post the first 500 one by one, the rest in device batches of 1-400 (signed by
+    ``device``, a gateway of every checkpoint they name)."""
     accepted = 0
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, auth=device) as http:
         singles, rest = scans[:500], scans[500:]
         for i in range(0, len(singles), 50):
             rs = await asyncio.gather(
                 *(http.post("/v1/scans", json=s) for s in singles[i : i + 50])
             )
+            assert all(r.status_code == 202 for r in rs), [r.text for r in rs][:3]
             accepted += sum(r.json()["accepted"] for r in rs)
         i, size = 0, 1
         while i < len(rest):
@@ -53,7 +59,8 @@ async def redis_counts(platform: Platform) -> tuple[int, int]:
 def test_ten_thousand_scans_exactly_once_then_resend_then_rebuild(platform: Platform) -> None:
     platform.start()
     scans = make_scans(N, seed=11)
-    assert asyncio.run(post_all(platform.url, scans)) == N
+    device = platform.device(*checkpoints_of(scans))
+    assert asyncio.run(post_all(platform.url, scans, device)) == N
     stats = platform.wait_processed(N)
     assert stats["scans_processed"] == N
     assert stats["visits_total"] == N
@@ -61,14 +68,20 @@ def test_ten_thousand_scans_exactly_once_then_resend_then_rebuild(platform: Plat
     assert asyncio.run(redis_counts(platform)) == (N, N)
 
     # The same scans re-sent (a device that retried everything): still 10,000.
-    assert asyncio.run(post_all(platform.url, scans)) == N
+    assert asyncio.run(post_all(platform.url, scans, device)) == N
     stats = platform.wait_processed(N)
     assert stats["scans_processed"] == N and stats["visits_total"] == N
     assert asyncio.run(redis_counts(platform)) == (N, N)
 
+    # A device of other checkpoints is refused the whole batch (nothing sent).
+    r = httpx.post(
+        f"{platform.url}/v1/scans", json=scans[:20], auth=platform.device("cp-elsewhere")
+    )
+    assert r.status_code == 403 and "may not act for checkpoint" in r.json()["error"]
+
     # Redis emptied → `dancu rebuild` restores the indexes from ClickHouse.
     platform.stop()
-    asyncio.run(_flushall(platform))
+    asyncio.run(forget_all(platform))
     assert asyncio.run(redis_counts(platform)) == (0, 0)
     result = platform.run_cli("rebuild")
     assert result.returncode == 0, result.stderr
@@ -76,10 +89,13 @@ def test_ten_thousand_scans_exactly_once_then_resend_then_rebuild(platform: Plat
     assert asyncio.run(redis_counts(platform)) == (N, N)
 
 
-async def _flushall(platform: Platform) -> None:
+async def forget_all(platform: Platform) -> None:
+    """Everything the platform keeps in Redis is lost (its own keys only: other tests
+    share this Redis)."""
     redis = Redis.from_url(platform.settings.redis_url)
     try:
-        await redis.flushall()
+        async for key in redis.scan_iter(match=f"{platform.settings.redis_prefix}*", count=1000):
+            await redis.delete(key)
     finally:
         await redis.aclose()
 

@@ -16,9 +16,13 @@ from tests.samples import RESIDENTS, VACCINATIONS
 pytestmark = pytest.mark.integration
 
 
+BA_DINH = "Ba Đình"  # where An and Bình live (tests.samples.RESIDENTS)
+
+
 def gate(p: Platform, person_id: str, checkpoint: str = "HN001-restaurant-1") -> dict:
-    r = httpx.post(
-        f"{p.url}/v1/gate/check",
+    """A gate check from the checkpoint's own device."""
+    r = p.as_device(checkpoint).post(
+        "/v1/gate/check",
         json={"checkpoint_id": checkpoint, "person_id": person_id},
         timeout=10,
     )
@@ -55,8 +59,10 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
     assert again["outcomes"] == {"loaded": 3, "rejected": 2}  # re-loading changes nothing
 
     platform.start()
-    r = httpx.post(
-        f"{platform.url}/v1/checkpoints",
+    steward = platform.api("steward")
+    official = platform.api("official", BA_DINH)
+    r = steward.post(
+        "/v1/checkpoints",
         json=[
             {"checkpoint_id": "HN001-restaurant-1", "type": "restaurant", "district": "Ba Đình"},
             {"checkpoint_id": "HN001-hospital-1", "type": "hospital", "district": "Ba Đình"},
@@ -67,9 +73,14 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
     assert before["decision"] == "deny" and before["colour"] == "none"
     assert "restaurant admits only green" in before["reasons"]
     assert gate(platform, "001090123456", "HN001-hospital-1")["decision"] == "allow"
+    # the restaurant's device may not check people in at the hospital
+    r = platform.as_device("HN001-restaurant-1").post(
+        "/v1/gate/check", json={"checkpoint_id": "HN001-hospital-1", "person_id": "001090123456"}
+    )
+    assert r.status_code == 403 and "HN001-hospital-1" in r.json()["error"]
 
-    r = httpx.post(
-        f"{platform.url}/v1/imports/vaccinations?filename=vax.csv",
+    r = steward.post(
+        "/v1/imports/vaccinations?filename=vax.csv",
         content=VACCINATIONS.encode(),
         timeout=60,
     )
@@ -84,12 +95,10 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
         "duplicate": 1,
     }
     assert rep["ignored_columns"] == ["batch_no"]
-    assert rep == httpx.get(f"{platform.url}/v1/imports/{rep['import_id']}").json()
+    assert rep == steward.get(f"/v1/imports/{rep['import_id']}").json()
     records = [
         orjson.loads(x)
-        for x in httpx.get(
-            f"{platform.url}/v1/imports/{rep['import_id']}/records"
-        ).text.splitlines()
+        for x in steward.get(f"/v1/imports/{rep['import_id']}/records").text.splitlines()
     ]
     assert [x["row"] for x in records] == list(range(1, 8))
     assert [x["outcome"] for x in records] == [
@@ -108,30 +117,38 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
     wait_for(lambda: gate(platform, "001090123456")["colour"] == "green")
     after = gate(platform, "001090123456")
     assert after["decision"] == "allow" and any("2 doses" in x for x in after["reasons"])
-    status = httpx.get(f"{platform.url}/v1/residents/001090123456/status").json()
+    status = official.get("/v1/residents/001090123456/status").json()
     assert status["colour"] == "green" and status["rule_version"] == "hn-2021-10"
+    # an official of another district, and a steward, may not read An's status; the
+    # official hears exactly what an unregistered ID gets (not where An lives)
+    hk = platform.api("official", "Hoàn Kiếm")
+    other = hk.get("/v1/residents/001090123456/status")
+    nobody = hk.get("/v1/residents/001090123457/status")
+    assert other.status_code == nobody.status_code == 404
+    assert other.json()["error"].replace("123456", "") == nobody.json()["error"].replace(
+        "123457", ""
+    )
+    assert steward.get("/v1/residents/001090123456/status").status_code == 403
 
     # re-importing the same file changes nothing
-    rep2 = httpx.post(
-        f"{platform.url}/v1/imports/vaccinations", content=VACCINATIONS.encode(), timeout=60
-    ).json()
+    rep2 = steward.post("/v1/imports/vaccinations", content=VACCINATIONS.encode()).json()
     assert rep2["outcomes"]["matched"] == 0 and rep2["outcomes"]["duplicate"] == 3
 
     # the steward accepts the mismatch: Bình gets her dose
-    queue = httpx.get(f"{platform.url}/v1/review").json()
+    queue = steward.get("/v1/review").json()
     assert len(queue) == 1 and queue[0]["event"]["person_id"] == "001190654321"
-    r = httpx.post(f"{platform.url}/v1/review/{queue[0]['review_id']}", json={"decision": "accept"})
+    r = steward.post(f"/v1/review/{queue[0]['review_id']}", json={"decision": "accept"})
     assert r.status_code == 200
     wait_for(lambda: gate(platform, "001190654321")["colour"] == "yellow")
-    assert httpx.get(f"{platform.url}/v1/review").json() == []
+    assert steward.get("/v1/review").json() == []
 
     # the camera reads An's card QR at the restaurant: allowed
     qr = (
         "001090123456|012345678|Nguyễn Văn An|15031990|Nam|Số 12 Ngõ 34 Kim Mã, Phường Kim Mã, "
         "Quận Ba Đình, Hà Nội|10052021"
     )
-    r = httpx.post(
-        f"{platform.url}/v1/gate/check", json={"checkpoint_id": "HN001-restaurant-1", "qr": qr}
+    r = platform.as_device("HN001-restaurant-1").post(
+        "/v1/gate/check", json={"checkpoint_id": "HN001-restaurant-1", "qr": qr}
     )
     assert r.json()["decision"] == "allow"
 
@@ -161,7 +178,7 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
     red = gate(platform, "001090123456", "HN001-hospital-1")
     assert red["decision"] == "allow" and "F0 since 2021-11-25" in red["reasons"][0]
 
-    q = httpx.get(f"{platform.url}/v1/quality", timeout=60).json()
+    q = steward.get("/v1/quality").json()
     assert q["completeness"]["residents"] == 3
     assert q["completeness"]["by_district"]["Ba Đình"]["vaccination_share"] == 1.0
     assert q["match_rates"]["by_source"]["vaccinations"]["matched"] == 2
@@ -170,19 +187,25 @@ def test_import_every_outcome_then_live_colour_change_at_the_gate(
 
 def test_bad_input_at_the_registry_routes(platform: Platform) -> None:
     platform.start()
-    u = platform.url
-    assert httpx.post(f"{u}/v1/imports/vaccines", content=b"a,b\n1,2").status_code == 404
-    r = httpx.post(f"{u}/v1/imports/vaccinations", content=b"person_id,name\n1,2")
+    steward, official = platform.api("steward"), platform.api("official", BA_DINH)
+    device = platform.as_device("x")
+    assert steward.post("/v1/imports/vaccines", content=b"a,b\n1,2").status_code == 404
+    r = steward.post("/v1/imports/vaccinations", content=b"person_id,name\n1,2")
     assert r.status_code == 422 and "needs column(s) dob, dose, vaccine, date" in r.json()["error"]
-    assert httpx.post(f"{u}/v1/imports/vaccinations", content=b"").status_code == 422
-    r = httpx.get(f"{u}/v1/residents/123/status")
+    assert steward.post("/v1/imports/vaccinations", content=b"").status_code == 422
+    r = official.get("/v1/residents/123/status")
     assert r.status_code == 422 and "12 digits" in r.json()["error"]
-    assert httpx.get(f"{u}/v1/residents/001090123456/status").status_code == 404
-    r = httpx.post(f"{u}/v1/gate/check", json={"checkpoint_id": "x", "qr": "a|b"})
+    assert official.get("/v1/residents/001090123456/status").status_code == 404
+    r = device.post("/v1/gate/check", json={"checkpoint_id": "x", "qr": "a|b"})
     assert r.status_code == 422 and "expected 7 fields" in r.json()["error"]
-    r = httpx.post(f"{u}/v1/gate/check", json={"checkpoint_id": "x"})
+    r = device.post("/v1/gate/check", json={"checkpoint_id": "x"})
     assert r.status_code == 422 and "person_id or qr" in r.json()["error"]
-    assert httpx.get(f"{u}/v1/imports/imp-nope").status_code == 404
+    assert steward.get("/v1/imports/imp-nope").status_code == 404
+    # no credentials, or the wrong role: refused before any input is read
+    r = httpx.post(f"{platform.url}/v1/imports/vaccinations", content=b"person_id,name\n1,2")
+    assert r.status_code == 401 and "credentials required" in r.json()["error"]
+    r = official.post("/v1/imports/vaccinations", content=b"person_id,name\n1,2")
+    assert r.status_code == 403 and "steward" in r.json()["error"]
 
 
 def test_seed_two_hundred_thousand_residents(platform: Platform) -> None:
@@ -192,7 +215,7 @@ def test_seed_two_hundred_thousand_residents(platform: Platform) -> None:
     assert report["residents"] == 200_000 and report["checkpoints"] == 1000
     assert sum(report["colours"].values()) == 200_000
     platform.start()
-    q = httpx.get(f"{platform.url}/v1/quality", timeout=120).json()
+    q = platform.api("epidemiologist").get("/v1/quality", timeout=120).json()
     assert q["completeness"]["residents"] == 200_000
     assert len(q["completeness"]["by_district"]) == 30
     assert 0.6 < q["completeness"]["vaccination_share"] < 0.95

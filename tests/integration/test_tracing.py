@@ -23,6 +23,7 @@ NAMES = ["A", "B", "C", "D", "G", "H", "E", "Y", "X"]
 IDS = {n: f"0010900001{i:02d}" for i, n in enumerate(NAMES)}
 T0 = (datetime.now(UTC) - timedelta(hours=12)).replace(second=0, microsecond=0)
 REPORTED = T0 + timedelta(hours=10)
+DISTRICT = "Ba Đình"  # where every resident of the scenario lives
 
 
 def residents_csv() -> str:
@@ -30,7 +31,7 @@ def residents_csv() -> str:
     for n, pid in IDS.items():
         home = "HA" if n in ("A", "H") else f"H{n}"
         lines.append(
-            f"{pid},Nguyễn Văn {n},1990-01-01,Nam,Số 1 Kim Mã,Ba Đình,Phường Kim Mã,{home}"
+            f"{pid},Nguyễn Văn {n},1990-01-01,Nam,Số 1 Kim Mã,{DISTRICT},Phường Kim Mã,{home}"
         )
     return "\n".join(lines) + "\n"
 
@@ -81,21 +82,31 @@ def wait_for(fetch, check, timeout: float = 60):  # type: ignore[no-untyped-def]
     raise AssertionError(f"not reached in {timeout}s: {value}")
 
 
+def official(p: Platform) -> httpx.Client:
+    """An official of the residents' district: reports, statuses, exposures, evidence."""
+    return p.api("official", DISTRICT)
+
+
+def device(p: Platform) -> httpx.Client:
+    """The gates of the scenario's checkpoints."""
+    return p.as_device("cp1", "cp3", "cp5")
+
+
 def state(p: Platform, report_id: str) -> dict:  # type: ignore[type-arg]
-    r = httpx.get(f"{p.url}/v1/reports/f0/{report_id}", timeout=10)
+    r = official(p).get(f"/v1/reports/f0/{report_id}", timeout=10)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
 def exposures(p: Platform, f0: str) -> dict[str, dict]:  # type: ignore[type-arg]
-    r = httpx.get(f"{p.url}/v1/exposures", params={"f0": f0}, timeout=10)
+    r = official(p).get("/v1/exposures", params={"f0": f0}, timeout=10)
     assert r.status_code == 200, r.text
     names = {pid: n for n, pid in IDS.items()}
     return {names[x["person_id"]]: x for x in r.json()}
 
 
 def colour(p: Platform, name: str) -> str:
-    r = httpx.get(f"{p.url}/v1/residents/{IDS[name]}/status", timeout=10)
+    r = official(p).get(f"/v1/residents/{IDS[name]}/status", timeout=10)
     assert r.status_code == 200, r.text
     return str(r.json()["colour"])
 
@@ -105,16 +116,16 @@ def prepare(p: Platform, tmp: Path) -> None:
     loaded = p.run_cli("import", "residents", str(tmp / "residents.csv"))
     assert loaded.returncode == 0, loaded.stderr
     p.start()
-    r = httpx.post(
-        f"{p.url}/v1/checkpoints",
+    r = p.api("steward").post(
+        "/v1/checkpoints",
         json=[
-            {"checkpoint_id": cp, "type": "restaurant", "district": "Ba Đình"}
+            {"checkpoint_id": cp, "type": "restaurant", "district": DISTRICT}
             for cp in ("cp1", "cp3", "cp5")
         ],
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    r = httpx.post(f"{p.url}/v1/scans", json=SCANS, timeout=10)
+    r = device(p).post("/v1/scans", json=SCANS, timeout=10)
     assert r.status_code == 202, r.text
     p.wait_processed(len(SCANS))
 
@@ -158,25 +169,30 @@ def flags_on_kafka(p: Platform, expected: int) -> list[dict]:  # type: ignore[ty
 
 def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: Path) -> None:
     prepare(platform, tmp_path)
+    api = official(platform)
     # Unknown and invalid people, bad times: clear errors, nothing sent.
-    bad = httpx.post(f"{platform.url}/v1/reports/f0", json=report("x1", person_id="001090999999"))
+    bad = api.post("/v1/reports/f0", json=report("x1", person_id="001090999999"))
     assert bad.status_code == 422 and "not in the registry" in bad.json()["error"]
-    bad = httpx.post(f"{platform.url}/v1/reports/f0", json=report("x1", person_id="12"))
+    bad = api.post("/v1/reports/f0", json=report("x1", person_id="12"))
     assert bad.status_code == 422 and "person_id" in bad.json()["error"]
     late_sample = (REPORTED + timedelta(hours=1)).isoformat()
-    bad = httpx.post(f"{platform.url}/v1/reports/f0", json=report("x1", sample_time=late_sample))
+    bad = api.post("/v1/reports/f0", json=report("x1", sample_time=late_sample))
     assert bad.status_code == 422 and "sample_time" in bad.json()["error"]
-    assert httpx.get(f"{platform.url}/v1/reports/f0/x1").status_code == 404
+    assert api.get("/v1/reports/f0/x1").status_code == 404
+    # An official of another district may not report this district's residents.
+    elsewhere = platform.api("official", "Hoàn Kiếm")
+    bad = elsewhere.post("/v1/reports/f0", json=report("x1"))
+    assert bad.status_code == 403 and "outside district" in bad.json()["error"]
 
-    r = httpx.post(f"{platform.url}/v1/reports/f0", json=report("r1"), timeout=10)
+    r = api.post("/v1/reports/f0", json=report("r1"), timeout=10)
     assert r.status_code == 202 and r.json() == {"report_id": "r1", "status": "tracing"}
     done = wait_for(lambda: state(platform, "r1"), lambda s: s["status"] == "done")
     assert done["counts"] == {"F1": 3, "F2": 2} and done["rule_version"] == "moh-2021"
     assert done["window"]["end"] == REPORTED.isoformat()
     # The same report again is harmless; a different body needs PUT.
-    assert httpx.post(f"{platform.url}/v1/reports/f0", json=report("r1")).status_code == 202
+    assert api.post("/v1/reports/f0", json=report("r1")).status_code == 202
     other = report("r1", symptomatic=True, onset_date=T0.date().isoformat())
-    assert httpx.post(f"{platform.url}/v1/reports/f0", json=other).status_code == 409
+    assert api.post("/v1/reports/f0", json=other).status_code == 409
 
     found = exposures(platform, "r1")
     assert {(n, x["tier"]) for n, x in found.items()} == {
@@ -192,35 +208,40 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     assert found["G"]["via"] == IDS["C"] and found["G"]["checkpoint_id"] == "cp3"
     assert exposures(platform, IDS["A"]) == found  # by the F0's person ID too
     assert colour(platform, "C") == "red" and colour(platform, "A") == "red"
-    why = httpx.get(f"{platform.url}/v1/residents/{IDS['G']}/why").json()
+    # Another district's official reads neither the report nor these residents' exposures.
+    assert elsewhere.get("/v1/reports/f0/r1").status_code == 403
+    assert elsewhere.get("/v1/exposures", params={"f0": "r1"}).json() == []
+    assert elsewhere.get(f"/v1/residents/{IDS['C']}/why").status_code == 404  # as unknown
+    why = api.get(f"/v1/residents/{IDS['G']}/why").json()
     assert why["tier"] == "F2"
     (chain,) = why["evidence"]
     assert [(s["tier"], s["person_id"], s["via"]) for s in chain["chain"]] == [
         ("F2", IDS["G"], IDS["C"]),
         ("F1", IDS["C"], IDS["A"]),
     ]
-    contacts = httpx.get(f"{platform.url}/v1/contacts/{IDS['A']}").json()
+    contacts = api.get(f"/v1/contacts/{IDS['A']}").json()
     assert {c["person_id"] for c in contacts} == {IDS["C"], IDS["D"]}
-    (cluster,) = httpx.get(f"{platform.url}/v1/clusters").json()
+    epidemiologist = platform.api("epidemiologist")
+    (cluster,) = epidemiologist.get("/v1/clusters").json()
     assert cluster["cases"] == 1 and cluster["people"] >= 6
-    graph = httpx.get(f"{platform.url}/v1/clusters/{cluster['cluster_id']}/graph").json()
+    graph = epidemiologist.get(f"/v1/clusters/{cluster['cluster_id']}/graph").json()
     tiers = sorted(n["tier"] for n in graph["nodes"] if n["tier"] != "place")
     assert tiers == ["F0", "F1", "F1", "F1", "F2", "F2"]
     assert {e["reason"] for e in graph["edges"]} == {"co-location", "household"}
     assert IDS["C"] not in str(graph)  # pseudonymous
-    assert httpx.get(f"{platform.url}/v1/hotspots").json() == []  # one F0 only
+    assert epidemiologist.get("/v1/hotspots").json() == []  # one F0 only
+    # ... who reads no one by name
+    assert epidemiologist.get(f"/v1/residents/{IDS['C']}/why").status_code == 403
     flags = flags_on_kafka(platform, 5)
     assert {f["tier"] for f in flags} == {"F1", "F2"} and not any(f["withdrawn"] for f in flags)
     assert all("person_id" not in f for f in flags)  # pseudonymous on Kafka
 
     # A late scan: E's gate was offline; Y met E after E's exposure (and was indexed
     # before E's scan arrived). E becomes F1 and Y F2, within seconds.
-    assert (
-        httpx.post(f"{platform.url}/v1/scans", json=[scan("Y", "cp5", 300, 360)]).status_code == 202
-    )
+    assert device(platform).post("/v1/scans", json=[scan("Y", "cp5", 300, 360)]).status_code == 202
     platform.wait_processed(len(SCANS) + 1)
     late = [scan("E", "cp1", 30, 80), scan("E", "cp5", 300, 340)]
-    assert httpx.post(f"{platform.url}/v1/scans", json=late).status_code == 202
+    assert device(platform).post("/v1/scans", json=late).status_code == 202
     found = wait_for(lambda: exposures(platform, "r1"), lambda f: "E" in f and "Y" in f, 30)
     assert found["E"]["tier"] == "F1" and found["E"]["overlap_minutes"] == 30.0
     assert found["Y"]["tier"] == "F2" and found["Y"]["via"] == IDS["E"]
@@ -233,7 +254,7 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
         sample_time=(T0 + timedelta(minutes=40)).isoformat(),
         reported_at=(T0 + timedelta(minutes=50)).isoformat(),
     )
-    r = httpx.put(f"{platform.url}/v1/reports/f0/r1", json=fixed, timeout=10)
+    r = api.put("/v1/reports/f0/r1", json=fixed, timeout=10)
     assert r.status_code == 202, r.text
     after = wait_for(
         lambda: state(platform, "r1"),
@@ -247,12 +268,13 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     assert len(withdrawn) == 5  # C, D, B, G, Y
 
     # Withdrawn: every status it caused is restored.
-    r = httpx.delete(f"{platform.url}/v1/reports/f0/r1", timeout=10)
+    assert elsewhere.delete("/v1/reports/f0/r1").status_code == 403
+    r = api.delete("/v1/reports/f0/r1", timeout=10)
     assert r.status_code == 202 and r.json()["status"] == "withdrawn"
     wait_for(lambda: state(platform, "r1"), lambda s: s["status"] == "withdrawn")
     assert exposures(platform, "r1") == {}
     assert all(colour(platform, n) != "red" for n in NAMES)
-    put = httpx.put(f"{platform.url}/v1/reports/f0/r1", json=fixed, timeout=10)
+    put = api.put("/v1/reports/f0/r1", json=fixed, timeout=10)
     assert put.status_code == 409 and "withdrawn" in put.json()["error"]
 
     # An f0-positives import feeds the same topic: X is reported, and traced.
@@ -260,12 +282,12 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
         f"{IDS['X']},Nguyễn Văn X,1990-01-01,{(T0 + timedelta(hours=11)).isoformat()},"
         f"{(T0 + timedelta(hours=12, minutes=30)).isoformat()}\n"
     )
-    r = httpx.post(
-        f"{platform.url}/v1/imports/f0-positives?filename=f0.csv", content=csv.encode(), timeout=60
+    r = platform.api("steward").post(
+        "/v1/imports/f0-positives?filename=f0.csv", content=csv.encode(), timeout=60
     )
     assert r.status_code == 201 and r.json()["outcomes"]["matched"] == 1, r.text
     found = wait_for(
-        lambda: httpx.get(f"{platform.url}/v1/exposures", params={"f0": IDS["X"]}),
+        lambda: api.get("/v1/exposures", params={"f0": IDS["X"]}),
         lambda r: r.status_code == 200 and len(r.json()) == 1,
     )
     (c_again,) = found.json()
@@ -300,17 +322,19 @@ def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-un
     p = Platform(base_settings, tmp_path / "dancu", DANCU_HOLD_ABOVE="2")
     try:
         prepare(p, tmp_path)
-        assert httpx.post(f"{p.url}/v1/reports/f0", json=report("big")).status_code == 202
+        assert official(p).post("/v1/reports/f0", json=report("big")).status_code == 202
         held = wait_for(lambda: state(p, "big"), lambda s: s["status"] == "held")
         assert held["counts"] == {"F1": 3, "F2": 2}
         assert held["preview"] == {"F1": {"Ba Đình": 3}, "F2": {"Ba Đình": 2}}
         assert exposures(p, "big") == {} and colour(p, "C") != "red" and colour(p, "A") != "red"
-        r = httpx.post(f"{p.url}/v1/reports/f0/big/approve", timeout=10)
+        refused = p.api("official", "Hoàn Kiếm").post("/v1/reports/f0/big/approve")
+        assert refused.status_code == 403 and "outside district" in refused.json()["error"]
+        r = official(p).post("/v1/reports/f0/big/approve", timeout=10)
         assert r.status_code == 202, r.text
         wait_for(lambda: state(p, "big"), lambda s: s["status"] == "done")
         assert set(exposures(p, "big")) == {"B", "C", "D", "G", "H"}
         assert colour(p, "C") == "red"
-        again = httpx.post(f"{p.url}/v1/reports/f0/big/approve", timeout=10)
+        again = official(p).post("/v1/reports/f0/big/approve", timeout=10)
         assert again.status_code == 409 and "not held" in again.json()["error"]
 
         # Redis lost: the registry export re-imported, then `dancu rebuild` puts the
@@ -325,6 +349,7 @@ def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-un
             await redis.aclose()
 
         asyncio.run(forget())
+        p.sign_out()  # the credentials went with the rest
         loaded = p.run_cli("import", "residents", str(tmp_path / "residents.csv"))
         assert loaded.returncode == 0, loaded.stderr
         rebuilt = p.run_cli("rebuild")
@@ -332,7 +357,8 @@ def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-un
         assert orjson.loads(rebuilt.stdout)["exposures_restored"] == 5
         p.start()
         assert colour(p, "C") == "red" and colour(p, "H") == "red"
-        why = httpx.get(f"{p.url}/v1/residents/{IDS['G']}/why").json()
+        why = official(p).get(f"/v1/residents/{IDS['G']}/why").json()
         assert why["tier"] == "F2"
     finally:
         p.stop()
+        p.sign_out()
