@@ -143,6 +143,16 @@ class TracingStore:
                 out.append((ReportState.from_json(state), load_exposures(x), load_visits(f0v)))
         return out
 
+    async def states(self, since: datetime) -> list[ReportState]:
+        """The states alone of the reports since a time (by reported_at): without their
+        exposures and visits, which can weigh megabytes."""
+        ids = await self.r.zrangebyscore(f"{self.p}reps", since.timestamp(), "+inf")
+        async with self.r.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hget(self._rep(_s(cast(str, i))), "state")
+            rows = await pipe.execute()
+        return [ReportState.from_json(state) for state in rows if state]
+
     # Infectious intervals (the join) ----------------------------------------------------
     async def register(
         self, report_id: str, intervals: Sequence[Interval], people: Sequence[Infectious]

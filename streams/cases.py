@@ -25,18 +25,14 @@ from infra.settings import Settings
 from streams.guard import Guard
 from streams.scans import RawRecord
 from tracing.events import DeadLetter
-from tracing.exposure import Exposure
 from tracing.reports import EPOCH, ReportState
-from tracing.visits import Visit
 
 log = logging.getLogger(__name__)
 
 
 class ReportsPort(Protocol):
     async def get(self, report_id: str) -> ReportState | None: ...
-    async def recent(
-        self, since: datetime
-    ) -> list[tuple[ReportState, list[Exposure], list[Visit]]]: ...
+    async def states(self, since: datetime) -> list[ReportState]: ...
 
 
 class PeoplePort(Protocol):
@@ -94,8 +90,8 @@ class CaseRecorder:
 
     async def backfill(self) -> int:
         """Copy every report the tracer still holds (idempotent: same rows, same versions)."""
-        found = await self.guard.retry("reading reports", lambda: self.reports.recent(EPOCH))
-        states = [state for state, _, _ in found if state.status != "tracing"]
+        found = await self.guard.retry("reading reports", lambda: self.reports.states(EPOCH))
+        states = [state for state in found if state.status != "tracing"]
         await self._write([(s, None) for s in states])
         return len(states)
 

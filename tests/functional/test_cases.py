@@ -32,13 +32,13 @@ def state(report_id: str, person: str, status: str, offset: int | None) -> Repor
 
 class Reports:
     def __init__(self, *states: ReportState) -> None:
-        self.states = {s.report_id: s for s in states}
+        self.held = {s.report_id: s for s in states}
 
     async def get(self, report_id: str) -> ReportState | None:
-        return self.states.get(report_id)
+        return self.held.get(report_id)
 
-    async def recent(self, since: datetime) -> list[tuple[ReportState, list, list]]:  # type: ignore[type-arg]
-        return [(s, [], []) for s in self.states.values()]
+    async def states(self, since: datetime) -> list[ReportState]:
+        return list(self.held.values())
 
 
 class People:

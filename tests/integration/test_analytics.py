@@ -6,7 +6,9 @@ named; bad parameters get a 422 naming the parameter; other roles are refused.""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,8 +19,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from infra.redis_store import make_redis
+from infra.settings import Settings
+from infra.tracing_store import TracingStore
 from registry.ids import make_id
 from tests.integration.conftest import Platform
+from tracing.reports import ReportState
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +235,28 @@ def test_analytics_and_levels(platform: Platform, tmp_path: Path) -> None:
     assert official.get("/v1/levels").status_code == 200
     assert platform.api("steward").get("/v1/analytics/scans").status_code == 403
     assert httpx.get(f"{platform.url}/v1/analytics/colours", timeout=10).status_code == 401
+
+
+def test_report_states_are_read_alone_for_the_case_backfill(base_settings: Settings) -> None:
+    """What ``store_cases`` copies when it starts: every report's state from Redis, by
+    reported_at, without the exposures stored beside it."""
+
+    async def go() -> list[tuple[str, str]]:
+        redis = make_redis(base_settings.redis_url)
+        prefix = f"t{uuid.uuid4().hex[:8]}:"
+        store = TracingStore(redis, prefix, timedelta(days=21))
+        try:
+            for rid, status, days in (("old", "done", 30), ("new", "held", 1)):
+                at = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+                state = ReportState(rid, "001090000001", "k", {"reported_at": at}, status)  # type: ignore[arg-type]
+                await store.save(state, exposures=[])
+            found = await store.states(datetime.now(UTC) - timedelta(days=7))
+            every = await store.states(datetime(1970, 1, 1, tzinfo=UTC))
+            return [(s.report_id, s.status) for s in found] + [("all", str(len(every)))]
+        finally:
+            keys = [k async for k in redis.scan_iter(match=f"{prefix}*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
+
+    assert asyncio.run(go()) == [("new", "held"), ("all", "2")]
