@@ -184,7 +184,7 @@ class Access:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.routes: Routes | None = None  # built on the first request (routes are known)
-        self.devices: dict[str, tuple[tuple[frozenset[str], str] | None, float]] = {}
+        self.devices: dict[str, tuple[tuple[frozenset[str], str], float]] = {}
         self.seen: OrderedDict[str, float] = OrderedDict()  # signature → when it may go
 
     async def _device(
@@ -200,8 +200,12 @@ class Access:
             if time.monotonic() - known[1] > DEVICE_GRACE_S:
                 raise
             return known[0]
-        if len(self.devices) > 100_000:
-            self.devices.clear()
+        if found is None:  # unknown IDs are not remembered (a spray cannot evict real ones)
+            self.devices.pop(device_id, None)
+            return None
+        if len(self.devices) >= 100_000:
+            oldest = min(self.devices, key=lambda d: self.devices[d][1])
+            del self.devices[oldest]
         self.devices[device_id] = (found, time.monotonic())
         return found
 
@@ -237,8 +241,9 @@ class Access:
         if route is None:  # no such route (404) or method (405): the app says which
             await self.app(scope, receive, send)
             return
+        allowed = POLICY.get((method, route), frozenset())
         try:
-            principal, receive = await self._authenticate(scope, receive)
+            principal, receive = await self._authenticate(scope, receive, allowed)
         except _Refused as refused:
             await answer(send, *_refusal(refused.status, refused.message))
             return
@@ -247,7 +252,6 @@ class Access:
                 raise
             await answer(send, 503, b'{"error": "the credential store is unavailable, retry"}')
             return
-        allowed = POLICY.get((method, route), frozenset())
         if principal.role not in allowed:
             who = "no role" if not allowed else "only " + ", ".join(sorted(allowed))
             await answer(
@@ -261,7 +265,9 @@ class Access:
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
-    async def _authenticate(self, scope: Scope, receive: Receive) -> tuple[Principal, Receive]:
+    async def _authenticate(
+        self, scope: Scope, receive: Receive, allowed: frozenset[str]
+    ) -> tuple[Principal, Receive]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         credentials: Credentials = scope["app"].state.clients.credentials
         authorization = headers.get("authorization", "")
@@ -276,11 +282,16 @@ class Access:
         device_id = headers.get("x-device-id")
         if not device_id:
             raise _Refused(401, CREDENTIALS_HELP)
+        if "device" not in allowed:  # refused before its body is read (device IDs are not secret)
+            raise _Refused(403, f"devices may not use {scope['method']} {scope['path'][:100]}")
+        signature = headers.get("x-signature") or ""
+        if len(signature) != 64 or any(c not in "0123456789abcdefABCDEF" for c in signature):
+            raise _Refused(401, "X-Signature: 64 hexadecimal digits (HMAC-SHA256)")
         device = await self._device(credentials, device_id)
         if device is None:
             raise _Refused(401, f"X-Device-Id: no device {device_id[:40]!r} in service")
         checkpoints, key = device
-        body = await read_body(receive)
+        body = await read_body(receive)  # bounded by the route's limit (BodyLimit, outside)
         # The path as sent (percent-encoded), as the device signed it.
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope["path"]

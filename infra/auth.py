@@ -78,6 +78,8 @@ def verify(
         return Verdict(False, f"X-Timestamp: more than {MAX_SKEW_S} s from the server's clock")
     if nonce is not None and not (1 <= len(nonce) <= 64 and nonce.isascii()):
         return Verdict(False, "X-Nonce: 1 to 64 ASCII characters")
+    if not signature.isascii():
+        return Verdict(False, "X-Signature: 64 hexadecimal digits (HMAC-SHA256)")
     expected = sign(key, method, path, ts, body, nonce or "")
     if not hmac.compare_digest(expected, signature.lower()):
         return Verdict(False, "X-Signature: does not match the request")

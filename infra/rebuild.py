@@ -12,6 +12,7 @@ from infra.clickhouse import ClickHouse, as_utc
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex
 from infra.residents import ClickHouseRegistry, ResidentStore
+from infra.staff import StaffStore
 from registry.cards import RuleBook
 from registry.rebuild import rebuild_statuses
 from tracing.exposure import Exposure
@@ -91,6 +92,13 @@ async def rebuild_all(
     analytics = ClickHouseRegistry(clickhouse)
     cps = await analytics.all_checkpoints()
     await places.put_many(cps)
+    owned: dict[str, list[str]] = {}
+    for cp in cps:
+        if cp.get("owner"):
+            owned.setdefault(cp["owner"], []).append(cp["checkpoint_id"])
+    organisations = StaffStore(residents.r, residents.p)  # owners see their checkpoints again
+    for organisation, ids in owned.items():
+        await organisations.own(organisation, ids)
     people = await rebuild_statuses(
         residents,
         analytics,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -232,21 +232,44 @@ class ResidentStore:
         return [f or None for f in found]
 
     async def update_many(self, updates: dict[str, dict[str, str]]) -> None:
-        """Write changed fields; a resident newly flagged for testing (a symptomatic
-        declaration, or one naming contact with an F0) joins their district's list."""
+        """Write changed fields. The districts' lists of residents waiting for a test
+        follow: flagged (a symptomatic declaration, or one naming contact with an F0) →
+        on the list; a test result newer than the flag → off it; flags older than
+        :data:`TESTING_DAYS` leave it too (bounded)."""
         if not updates:
             return
-        flagged = [p for p, f in updates.items() if f.get("test_needed_since")]
-        districts = await self.districts_of(flagged) if flagged else {}
+        touched = [
+            p
+            for p, f in updates.items()
+            if f.get("test_needed_since") or f.get("neg_test_at") or f.get("f0_since")
+        ]
+        known: dict[str, dict[str, str]] = {}
+        if touched:
+
+            def build(pipe: Any) -> None:
+                for i in touched:
+                    pipe.hmget(self.key(i), TESTING_FIELDS)
+
+            found = await asyncio.to_thread(self._bulk, build)
+            for pid, values in zip(touched, found, strict=True):
+                fields = {k: _s(v) for k, v in zip(TESTING_FIELDS, values, strict=True) if v}
+                known[pid] = {
+                    **fields,
+                    **{k: v for k, v in updates[pid].items() if k in TESTING_FIELDS},
+                }
+        horizon = (datetime.now(UTC) - timedelta(days=TESTING_DAYS)).timestamp()
         async with self.r.pipeline(transaction=True) as pipe:
             for person_id, fields in updates.items():
                 pipe.hset(self.key(person_id), mapping=fields)  # type: ignore[arg-type]
-            for person_id in flagged:
-                since = datetime.fromisoformat(updates[person_id]["test_needed_since"])
-                pipe.zadd(
-                    self.testing_key(districts.get(person_id, "")),
-                    {person_id: since.timestamp()},
-                )
+            for person_id, f in known.items():
+                key = self.testing_key(f.get("district", ""))
+                since = f.get("test_needed_since")
+                tested = max(f.get("neg_test_at") or "", f.get("f0_since") or "")
+                if since and (not tested or _ts(tested) < _ts(since)):
+                    pipe.zadd(key, {person_id: _ts(since)})
+                else:
+                    pipe.zrem(key, person_id)
+                pipe.zremrangebyscore(key, "-inf", horizon)
             await pipe.execute()
 
     def testing_key(self, district: str) -> str:
@@ -262,6 +285,14 @@ class ResidentStore:
         """Residents tested since they were flagged leave the district's list."""
         if ids:
             await self.r.zrem(self.testing_key(district), *ids)
+
+
+TESTING_FIELDS = ("district", "test_needed_since", "neg_test_at", "f0_since")
+TESTING_DAYS = 30  # a flag older than this is no longer a list to work through
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
 
 
 def _s(value: str | bytes) -> str:

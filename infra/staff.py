@@ -53,6 +53,11 @@ class StaffStore:
         if ids:
             await self.r.sadd(self._cps(organisation), *ids)  # type: ignore[misc]
 
+    async def disown(self, organisation: str, checkpoint_ids: Iterable[str]) -> None:
+        ids = list(checkpoint_ids)
+        if ids:
+            await self.r.srem(self._cps(organisation), *ids)  # type: ignore[misc]
+
     async def checkpoints(self, organisation: str) -> list[str]:
         found = await self.r.smembers(self._cps(organisation))  # type: ignore[misc]
         return sorted(_s(c) for c in found)

@@ -237,11 +237,13 @@ async def decide_review(
     registry: ResidentRegistry,
     review_id: str,
     accept: bool,
+    staff: StaffDirectory | None = None,
 ) -> dict[str, Any] | None:
     """A data steward's decision on a mismatched record; None when there is no such item.
 
     An accepted record is sent on (durably) before the item leaves the queue, so a crash
-    in between leaves it to decide again, never lost; the status agent marks it applied.
+    in between leaves it to decide again, never lost; the status agent marks it applied
+    (a staff record goes to the organisation's list, marked applied here).
     Accepting a differently spelled name records that spelling as the person's alias.
     """
     item = await ledger.review_item(review_id)
@@ -249,7 +251,15 @@ async def decide_review(
         return None
     if accept:
         event = item["event"]
-        await records.send([event])
+        if event.get("kind") == "staff":
+            if staff is None:
+                raise ImportFailed("staff lists are decided through the API")
+            await staff.send([event])
+            await ledger.mark_applied(
+                {str(event["record_id"]): content_of("staff", event["record"])}
+            )
+        else:
+            await records.send([event])
         if item.get("alias"):  # this spelling of the name matches from now on
             await registry.add_alias(str(event["person_id"]), str(item["alias"]))
     await ledger.drop_review(review_id)

@@ -133,17 +133,20 @@ async def update(
 ) -> dict[str, object]:
     """Change a registered checkpoint's details; the change is audited (before → after).
     An owner changes only its own organisation's checkpoints."""
+    current = (await clients.checkpoints.lookup([checkpoint_id]))[checkpoint_id]
+    if principal.role == "owner" and current and current.get("owner") != principal.organisation:
+        raise Forbidden(f"checkpoint {quote(checkpoint_id)} is not your organisation's")
+    if "owner" not in body.model_fields_set and current:  # unsaid: the owner stays
+        body = body.model_copy(update={"owner": current.get("owner", "")})
     body = _owned(principal, body)
-    if principal.role == "owner":
-        current = (await clients.checkpoints.lookup([checkpoint_id]))[checkpoint_id]
-        if current and current.get("owner") != principal.organisation:
-            raise Forbidden(f"checkpoint {quote(checkpoint_id)} is not your organisation's")
     before = await clients.checkpoints.replace(checkpoint_id, _stored(body, checkpoint_id))
     if before is None:
         raise NotFound(f"checkpoint {quote(checkpoint_id)} is not registered; POST it first")
     await _to_analytics(clients, [_stored(body, checkpoint_id)])
     if body.owner:
         await clients.staff.own(body.owner, [checkpoint_id])
+    if before.get("owner") and before["owner"] != body.owner:  # the old owner lets go
+        await clients.staff.disown(before["owner"], [checkpoint_id])
     changed = sorted(k for k, v in _stored(body, checkpoint_id).items() if before.get(k) != v)
     await audit(
         "checkpoint-update",

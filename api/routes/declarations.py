@@ -13,8 +13,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from api.access import Hidden, PrincipalDep, check_resident
+from api.audit import AuditDep
 from api.deps import ClientsDep
 from api.errors import BadInput
+from infra.credentials import Principal
 from registry.imports import KINDS, record_key
 from registry.reference import provinces
 from tracing.events import MAX_CLOCK_SKEW, PersonId, Timestamp, validation_errors
@@ -79,9 +82,15 @@ def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
     return item, declared
 
 
-async def _send(clients: Any, kind: str, person_id: str, record: dict[str, object]) -> str:
-    if await clients.residents.get(person_id) is None:
-        raise BadInput(f"person_id: {person_id} is not in the registry")
+async def _send(
+    clients: Any, who: Principal, kind: str, person_id: str, record: dict[str, object]
+) -> str:
+    """Send the declaration on; an official declares for their own district's residents
+    (anyone else answers as not registered)."""
+    try:
+        check_resident(who, person_id, await clients.residents.get(person_id))
+    except Hidden as exc:
+        raise BadInput(f"person_id: {exc.message}") from exc
     record_id = record_key(KINDS[kind], person_id, record)
     await clients.health_records.send(
         [
@@ -98,7 +107,9 @@ async def _send(clients: Any, kind: str, person_id: str, record: dict[str, objec
 
 
 @router.post("/health", status_code=202)
-async def declare_health(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
+async def declare_health(
+    body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep, audit: AuditDep
+) -> JSONResponse:
     """202 ``{"declaration_id", "needs_test"}``: symptoms or contact with an F0 flag the
     resident for testing."""
     item, declared = _parse(HealthDeclaration, body)
@@ -112,12 +123,15 @@ async def declare_health(body: dict[str, Any], clients: ClientsDep) -> JSONRespo
         "note": item.note,
         "needs_test": needs_test,
     }
-    record_id = await _send(clients, "health-declarations", item.person_id, record)
+    record_id = await _send(clients, principal, "health-declarations", item.person_id, record)
+    await audit("health-declaration", [item.person_id], subject=record_id)
     return JSONResponse({"declaration_id": record_id, "needs_test": needs_test}, status_code=202)
 
 
 @router.post("/travel", status_code=202)
-async def declare_travel(body: dict[str, Any], clients: ClientsDep) -> JSONResponse:
+async def declare_travel(
+    body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep, audit: AuditDep
+) -> JSONResponse:
     """202 ``{"declaration_id"}``."""
     item, declared = _parse(TravelDeclaration, body)
     record: dict[str, object] = {
@@ -129,5 +143,6 @@ async def declare_travel(body: dict[str, Any], clients: ClientsDep) -> JSONRespo
         "to_district": "",
         "transport": item.transport,
     }
-    record_id = await _send(clients, "travel-declarations", item.person_id, record)
+    record_id = await _send(clients, principal, "travel-declarations", item.person_id, record)
+    await audit("travel-declaration", [item.person_id], subject=record_id)
     return JSONResponse({"declaration_id": record_id}, status_code=202)

@@ -3,8 +3,10 @@ one outcome per row, and the review queue of mismatches."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -72,20 +74,48 @@ async def create_import(
     finally:
         spool.close()
     result = report.as_dict()
-    await audit("import", subject=f"{kind} {result.get('import_id', '')}: {filename}"[:200])
+    await audit(
+        "import",
+        _sampled([result]),
+        subject=f"{kind} {result.get('import_id', '')}: {filename}"[:200],
+    )
+    if principal.role == "owner":
+        # An owner learns how many rows matched, not why the others did not (a reason
+        # such as "name differs from the registry's" would answer questions about
+        # people who are not its staff).
+        return {
+            k: result[k]
+            for k in ("import_id", "kind", "started_at", "rows", "outcomes", "match_rate")
+            if k in result
+        }
     return result
 
 
+def _sampled(reports: list[dict[str, Any]]) -> list[str]:
+    """The person IDs in reports' sample rows (a read of them is audited)."""
+    return [
+        str(line["person_id"])
+        for r in reports
+        for lines in (r.get("samples") or {}).values()
+        for line in lines
+        if line.get("person_id")
+    ]
+
+
 @router.get("/imports")
-async def list_imports(clients: ClientsDep) -> list[dict[str, Any]]:
-    return await clients.ledger.reports()
+async def list_imports(clients: ClientsDep, audit: AuditDep) -> list[dict[str, Any]]:
+    """Every import's report (with a few sample rows per outcome: audited)."""
+    reports = await clients.ledger.reports()
+    await audit("import-reports", _sampled(reports), subject=f"{len(reports)} imports")
+    return reports
 
 
 @router.get("/imports/{import_id}")
-async def get_import(import_id: str, clients: ClientsDep) -> dict[str, Any]:
+async def get_import(import_id: str, clients: ClientsDep, audit: AuditDep) -> dict[str, Any]:
     report = await clients.ledger.report(import_id)
     if report is None:
         raise NotFound(f"no import {quote(import_id)}")
+    await audit("import-report", _sampled([report]), subject=import_id)
     return report
 
 
@@ -108,8 +138,10 @@ async def get_import_records(
     if outcome is not None and outcome not in known:
         raise BadInput(f"outcome must be one of {', '.join(known)}; got {quote(outcome)}")
     wanted = f'"outcome":"{outcome}"'.encode() if outcome else None
-    # The export names everyone in the import: the record names the import itself.
-    await audit("import-records", subject=f"import {import_id} ({outcome or 'all'})")
+    # The export names everyone in the import (their pseudonyms, as far as the record
+    # holds them, and their count).
+    people = await asyncio.to_thread(_people_in, path, wanted)
+    await audit("import-records", people, subject=f"import {import_id}")
 
     def lines() -> Iterator[bytes]:
         with open(path, "rb") as handle:
@@ -118,6 +150,17 @@ async def get_import_records(
                     yield line
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _people_in(path: Path, wanted: bytes | None) -> list[str]:
+    found = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            if wanted is None or wanted in line:
+                pid = orjson.loads(line).get("person_id")
+                if pid:
+                    found.append(str(pid))
+    return found
 
 
 class ReviewDecision(BaseModel):
@@ -151,6 +194,7 @@ async def decide(
         clients.residents,
         review_id,
         body.decision == "accept",
+        staff=clients.staff,
     )
     if item is None:
         raise NotFound(f"no review item {quote(review_id)}")

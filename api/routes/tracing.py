@@ -61,15 +61,19 @@ def _report(body: dict[str, Any]) -> F0Reported:
         raise BadInput("; ".join(validation_errors(exc))) from exc
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
+    if re.search(r"\d{9,}", report.report_id):
+        # a report's ID is shown to epidemiologists and kept in ClickHouse: never a CCCD
+        raise BadInput("report_id: must not hold a personal ID number (9 or more digits in a row)")
     return report
 
 
 async def _known(clients: Clients, person_id: str, who: Principal) -> None:
-    """The F0 is a registered resident of the official's own district."""
-    fields = await clients.residents.get(person_id)
-    if fields is None:
-        raise BadInput(f"person_id: {person_id} is not in the registry")
-    check_district(who, fields.get("district"), "the F0")
+    """The F0 is a registered resident of the official's own district (anyone else is
+    answered as not registered: the answer does not say where someone lives)."""
+    try:
+        check_resident(who, person_id, await clients.residents.get(person_id))
+    except Hidden as exc:
+        raise BadInput(f"person_id: {exc.message}") from exc
 
 
 async def _own_report(clients: Clients, state: ReportState, who: Principal) -> None:
@@ -137,13 +141,14 @@ async def _submit(clients: Clients, report: F0Reported, action: str) -> JSONResp
 
 @router.post("/reports/f0", status_code=202)
 async def report_f0(
-    body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep
+    body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep, audit: AuditDep
 ) -> JSONResponse:
     """An F0 (positive case) of the official's district: traced at once. → 202
     ``{"report_id", "status": "tracing"}``. Re-posting the same report is harmless; a
     changed one is corrected with PUT."""
     report = _report(body)
     await _known(clients, report.person_id, principal)
+    await audit("f0-report-post", [report.person_id], subject=report.report_id)
     old = await _view(clients, report.report_id)
     if old is not None:
         if old.status == "withdrawn":
@@ -163,7 +168,11 @@ async def report_f0(
 
 @router.put("/reports/f0/{report_id}", status_code=202)
 async def correct_f0(
-    report_id: ReportId, body: dict[str, Any], clients: ClientsDep, principal: PrincipalDep
+    report_id: ReportId,
+    body: dict[str, Any],
+    clients: ClientsDep,
+    principal: PrincipalDep,
+    audit: AuditDep,
 ) -> JSONResponse:
     """A corrected report (same body as POST): its exposures are recomputed, the flags
     that no longer hold are withdrawn."""
@@ -173,6 +182,7 @@ async def correct_f0(
     await _known(clients, report.person_id, principal)
     old = await _state(clients, report_id)
     await _own_report(clients, old, principal)
+    await audit("f0-report-correct", [report.person_id, old.person_id], subject=report_id)
     if old.status == "withdrawn":
         raise Conflict(
             f"report {quote(report_id)} was withdrawn; report it again under a new report_id"
@@ -182,12 +192,13 @@ async def correct_f0(
 
 @router.delete("/reports/f0/{report_id}", status_code=202)
 async def withdraw_f0(
-    report_id: ReportId, clients: ClientsDep, principal: PrincipalDep
+    report_id: ReportId, clients: ClientsDep, principal: PrincipalDep, audit: AuditDep
 ) -> JSONResponse:
     """Withdraw a report (a false positive): its exposures are withdrawn and the statuses
     that only it caused restored."""
     state = await _state(clients, report_id)
     await _own_report(clients, state, principal)
+    await audit("f0-report-withdraw", [state.person_id], subject=report_id)
     if state.status != "withdrawn":
         await _send(clients, report_id, {"action": "withdraw", "report_id": report_id})
     return _accepted(report_id, "withdrawn")
@@ -266,6 +277,8 @@ async def exposures(
     if state is not None:
         report_ids = [state.report_id]
     elif check_id(f0).valid:
+        district = (await clients.residents.districts_of([f0])).get(f0)
+        check_resident(principal, f0, {"district": district} if district else None)
         report_ids = await clients.tracing.reports_of(clients.pseudonymize(f0))
         if not report_ids:
             raise NotFound(f"no F0 report about {f0}")

@@ -286,6 +286,7 @@ async function signIn(token) {
     refresh("p-colours", colours), refresh("p-top", topCheckpoints),
     refresh("p-clusters", clusters), refresh("p-quality", quality),
     refresh("p-owner", ownerCheckpoints), refresh("p-alerts", openAlerts),
+    refresh("p-testing-summary", testingSummary),
   ]));
   if (!$("p-alerts").hidden) {
     $("live-dot").hidden = false;
@@ -951,6 +952,7 @@ function bindForms() {
   $("lookup-form").addEventListener("submit", (event) => { event.preventDefault(); lookup(); });
   $("review-form").addEventListener("submit", (event) => { event.preventDefault(); reviewQueue(); });
   $("staff-form").addEventListener("submit", (event) => { event.preventDefault(); staff(); });
+  $("testing-form").addEventListener("submit", (event) => { event.preventDefault(); flaggedForTesting(); });
 }
 
 function colourChip(colour) {
@@ -1070,6 +1072,34 @@ async function staff() {
   fillTable($("staff"), ["person", "unit", "card", "why", "exposures"], (data.staff || []).map((r) => [
     r.person_id, r.unit ?? "", colourChip(r.colour), (r.reasons || []).join("; "),
     (r.exposures || []).map((x) => `${x.tier} since ${when(x.since)}`).join("; ") || "–",
+  ]));
+}
+
+// ---------------------------------------------------------------- flagged for testing
+
+async function testingSummary() {
+  const counts = await api("/v1/testing/summary");
+  const entries = Object.entries(counts).map(([d, n]) => [districtName(d), Number(n) || 0])
+    .sort((a, b) => b[1] - a[1]);
+  bars($("testing-summary"), entries);
+  if (!entries.length) $("testing-summary").replaceChildren(el("p", {class: "muted"}, "No one is waiting for a test."));
+}
+
+async function flaggedForTesting() {
+  const panel = $("p-testing");
+  const error = panel.querySelector(":scope > .error");
+  let rows;
+  try {
+    rows = await api("/v1/testing/flagged", {purpose: $("testing-purpose").value.trim()});
+    error.hidden = true;
+  } catch (e) {
+    if (quiet(e)) return;
+    error.textContent = e.message;
+    error.hidden = false;
+    return;
+  }
+  fillTable($("testing"), ["person", "ward", "card", "flagged"], rows.map((r) => [
+    r.person_id, r.ward || "–", colourChip(r.colour), when(r.flagged_since),
   ]));
 }
 

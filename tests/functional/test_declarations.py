@@ -26,9 +26,21 @@ class Residents:
 class Records:
     def __init__(self) -> None:
         self.sent: list[dict[str, object]] = []
+        self.audit: AuditLog | None = None
 
     async def send(self, events: list[dict[str, object]]) -> None:
         self.sent.extend(events)
+
+
+class AuditLog:
+    """The audit stream (only XADD is used on the request path)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, str]] = []
+
+    async def xadd(self, stream: str, fields: dict[str, str], **_: object) -> str:
+        self.entries.append(fields)
+        return f"{len(self.entries)}-0"
 
 
 @pytest.fixture
@@ -38,8 +50,14 @@ def api() -> tuple[httpx.AsyncClient, Records]:
     records = Records()
     credentials = MemoryCredentials()
     app.state.clients = SimpleNamespace(
-        settings=settings, residents=Residents(), health_records=records, credentials=credentials
+        settings=settings,
+        residents=Residents(),
+        health_records=records,
+        credentials=credentials,
+        redis=AuditLog(),
+        pseudonymize=lambda person_id: f"pk-{person_id[-4:]}",
     )
+    records.audit = app.state.clients.redis
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",
@@ -57,6 +75,10 @@ async def test_a_symptomatic_declaration_flags_the_resident_for_testing(api: tup
     }
     r = await client.post("/v1/declarations/health", json=body)
     assert r.status_code == 202 and r.json()["needs_test"] is True
+    assert records.audit is not None
+    (entry,) = records.audit.entries  # a declaration names a person: audited
+    assert entry["role"] == "device" and entry["route"] == "POST /v1/declarations/health"
+    assert entry["people"] == f"pk-{KNOWN[-4:]}" and KNOWN not in str(entry)
     (event,) = records.sent
     assert event["kind"] == "health-declarations" and event["person_id"] == KNOWN
     record = event["record"]

@@ -194,3 +194,52 @@ async def test_quality_report_from_analytics_and_ledger() -> None:
     assert vax == {"imports": 1, "rows": 7, "matched": 2, "match_rate": round(2 / 6, 4)}
     assert q["freshness"]["vaccinations"]["newest_record"] == "2021-09-01"
     assert "residents" in q["freshness"]
+
+
+class MemoryStaff:
+    """Organisations' staff lists (the importer's staff sink)."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, dict[str, str]] = {}
+
+    async def send(self, events: list[dict[str, object]]) -> None:
+        for e in events:
+            record = e["record"]
+            assert isinstance(record, dict)
+            self.lists.setdefault(str(record["organisation"]), {})[str(e["person_id"])] = str(
+                record.get("unit", "")
+            )
+
+
+STAFF = """person_id,name,dob,organisation,unit
+001090123456,Nguyễn Văn An,1990-03-15,Công ty Thử,kho
+001190654321,Trần Thị Hoa,1990-07-01,Công ty Thử,bán hàng
+001085111222,Lê Văn Cường,1985-01-20,Công ty Khác,
+"""
+
+
+async def test_an_owners_staff_list_goes_to_its_organisation_never_to_the_status_agent() -> None:
+    registry, ledger, _ = await _registry()
+    records, staff = MemoryRecords(), MemoryStaff()
+    importer = Importer(registry, ledger, records, staff=staff)
+    header, rows = table_from_bytes(STAFF.encode(), "staff.csv")
+    report = await importer.run("staff", header, rows, source="t", organisation="Công ty Thử")
+    # An matches; Bình is under another name (review); a row naming another organisation
+    # is invalid for this owner
+    assert report.outcomes == {
+        "matched": 1,
+        "mismatch": 1,
+        "invalid": 1,
+        "unknown-id": 0,
+        "duplicate": 0,
+    }
+    assert staff.lists == {"Công ty Thử": {"001090123456": "kho"}} and records.sent == []
+    # the steward accepts her: she joins the list (not the health records)
+    (item,) = ledger.review.values()
+    await decide_review(ledger, records, registry, str(item["review_id"]), True, staff=staff)
+    assert staff.lists["Công ty Thử"] == {"001090123456": "kho", "001190654321": "bán hàng"}
+    assert records.sent == []
+    # re-importing changes nothing
+    header, rows = table_from_bytes(STAFF.encode(), "staff.csv")
+    again = await importer.run("staff", header, rows, source="t", organisation="Công ty Thử")
+    assert again.outcomes["duplicate"] == 2 and again.outcomes["matched"] == 0

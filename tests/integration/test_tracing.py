@@ -181,8 +181,8 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     assert api.get("/v1/reports/f0/x1").status_code == 404
     # An official of another district may not report this district's residents.
     elsewhere = platform.api("official", "Hoàn Kiếm")
-    bad = elsewhere.post("/v1/reports/f0", json=report("x1"))
-    assert bad.status_code == 403 and "outside district" in bad.json()["error"]
+    bad = elsewhere.post("/v1/reports/f0", json=report("x1"))  # answered as not registered
+    assert bad.status_code == 422 and "not in the registry of district" in bad.json()["error"]
 
     r = api.post("/v1/reports/f0", json=report("r1"), timeout=10)
     assert r.status_code == 202 and r.json() == {"report_id": "r1", "status": "tracing"}

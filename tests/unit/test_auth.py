@@ -47,3 +47,9 @@ def test_a_nonce_is_signed_and_makes_identical_requests_distinct() -> None:
     assert not verify(key, "POST", "/v1/gate/check", str(NOW), body, a, NOW, "n2").ok
     assert not verify(key, "POST", "/v1/gate/check", str(NOW), body, a, NOW).ok
     assert "X-Nonce" in verify(key, "POST", "/x", str(NOW), body, a, NOW, "x" * 65).reason
+
+
+def test_a_signature_that_is_not_ascii_is_refused_not_an_error() -> None:
+    key, body = new_device_key(), b"{}"
+    verdict = verify(key, "POST", "/v1/scans", str(NOW), body, "é" * 64, NOW)
+    assert not verdict.ok and "X-Signature" in verdict.reason
