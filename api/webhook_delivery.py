@@ -109,6 +109,11 @@ class WebhookDeliverer:
                         hook = await store.get(webhook_id)
                         if hook is None:
                             return  # deleted
+                        if not await self.clients.credentials.active(hook.created_by):
+                            # its official was revoked or their tokens expired: nothing
+                            # more leaves until they (or a colleague) register it again
+                            await _wait(stop, 5.0)
+                            continue
                         events = await reader.next(hook.scope, hook.cursor, count=50)
                         for event in events:
                             if not await self.deliver(hook, event, token, stop):

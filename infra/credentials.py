@@ -27,6 +27,7 @@ class Principal:
     district: str = ""  # an official's district
     checkpoints: frozenset[str] = frozenset()  # a device's own checkpoints
     organisation: str = ""  # an owner's business or organisation
+    credential: str = ""  # a person's token hash (to check it again on a long stream)
 
 
 def _s(value: str | bytes) -> str:
@@ -93,8 +94,33 @@ class Credentials:
         if datetime.fromisoformat(f["expires_at"]) <= datetime.now(UTC):
             return None
         return Principal(
-            f["name"], f["role"], f.get("district", ""), organisation=f.get("organisation", "")
+            f["name"],
+            f["role"],
+            f.get("district", ""),
+            organisation=f.get("organisation", ""),
+            credential=token_hash(token),
         )
+
+    async def still_valid(self, who: Principal) -> bool:
+        """Is this caller's credential still in force (not revoked, not expired)? For a
+        stream that outlives the request that opened it."""
+        if who.role == "device":
+            return await self.device(who.name) is not None
+        found = await self.r.hget(f"{self.p}auth:token:{who.credential}", "expires_at")  # type: ignore[misc]
+        return found is not None and datetime.fromisoformat(_s(found)) > datetime.now(UTC)
+
+    async def active(self, name: str) -> bool:
+        """Does this person hold a token in force (a webhook they registered keeps
+        delivering only while they do)?"""
+        hashes = await self.r.smembers(f"{self.p}auth:user:{name}")  # type: ignore[misc]
+        if not hashes:
+            return False
+        async with self.r.pipeline(transaction=False) as pipe:
+            for h in hashes:
+                pipe.hget(f"{self.p}auth:token:{_s(h)}", "expires_at")
+            found = await pipe.execute()
+        now = datetime.now(UTC)
+        return any(f is not None and datetime.fromisoformat(_s(f)) > now for f in found)
 
     async def add_device(self, *checkpoint_ids: str) -> tuple[str, str]:
         """A new device for a checkpoint (or a site's gateway for several): (device_id,

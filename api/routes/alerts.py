@@ -37,6 +37,7 @@ router = APIRouter(prefix="/v1", tags=["alerts"])
 
 STREAM_ID = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
 AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$", description="the alert's ID")]
+REVOKED = b'event: end\ndata: {"reason": "credentials revoked or expired"}\n\n'
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 # Each read waits this long at most: the stream notices a shutdown or a gone client soon.
 READ_BLOCK = timedelta(seconds=1)
@@ -115,9 +116,16 @@ async def alert_stream(
                 gap = {"resume_from": resume, "oldest_kept": kept_from}
                 yield b"event: gap\ndata: " + orjson.dumps(gap) + b"\n\n"
             cursor = start
-            quiet = time.monotonic()
+            quiet = checked = time.monotonic()
             async with clients.alerts.reader(READ_BLOCK) as reader:
                 while not closing.is_set():
+                    if time.monotonic() - checked >= HEARTBEAT_S:
+                        # a revoked or expired credential ends the stream (it was checked
+                        # once, when the stream opened)
+                        if not await clients.credentials.still_valid(principal):
+                            yield REVOKED
+                            return
+                        checked = time.monotonic()
                     batch = await reader.next(scope, cursor)
                     if not batch:
                         if time.monotonic() - quiet >= HEARTBEAT_S:

@@ -467,6 +467,18 @@ def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> No
     # a report's ID may not carry a personal ID number (it is shown to epidemiologists)
     r = w.call("POST", "/v1/reports/f0", "official", json=report(f"f0-{P1}"))
     assert r.status_code == 422 and "report_id" in r.json()["error"]
+    # an open alert stream ends once its official's token is revoked
+    watcher = platform.token("official", HOME)
+    name = httpx.get(f"{platform.url}/v1/me", auth=BearerAuth(watcher), timeout=30).json()["name"]
+    lines: list[str] = []
+    with httpx.stream(
+        "GET", f"{platform.url}/v1/alerts/stream", auth=BearerAuth(watcher), timeout=60
+    ) as stream:
+        assert stream.status_code == 200
+        assert w.call("DELETE", f"/v1/users/{name}", "admin").status_code == 200
+        for line in stream.iter_lines():  # ends within a heartbeat (15 s)
+            lines.append(line)
+    assert "event: end" in lines and any("revoked" in x for x in lines)
     # a malformed credential names the problem
     r = httpx.get(f"{platform.url}/v1/me", headers={"Authorization": "Basic abc"}, timeout=30)
     assert r.status_code == 401 and "Bearer" in r.json()["error"]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from infra.auth import token_hash
-from infra.credentials import Credentials
+from infra.credentials import Credentials, Principal
 from infra.redis_store import make_redis
 from infra.settings import Settings
 
@@ -32,9 +32,13 @@ async def test_tokens_devices_and_replays(base_settings: Settings) -> None:
         # expired (the stored expiry in the past) and revoked tokens are refused
         await redis.hset(tkey, "expires_at", "2021-01-01T00:00:00+00:00")
         assert await creds.person(token) is None
+        assert not await creds.active("lan")  # its only token has expired
         second, _ = await creds.add_user("lan", "official", "Ba Đình")
-        assert await creds.person(second) is not None
+        holder = await creds.person(second)
+        assert holder is not None and await creds.still_valid(holder)
+        assert await creds.active("lan")
         assert await creds.revoke_user("lan") == 2 and await creds.person(second) is None
+        assert not await creds.still_valid(holder) and not await creds.active("lan")
         with pytest.raises(ValueError, match="district"):
             await creds.add_user("an", "official")
         with pytest.raises(ValueError, match="role"):
@@ -42,7 +46,10 @@ async def test_tokens_devices_and_replays(base_settings: Settings) -> None:
 
         device_id, key = await creds.add_device("cp-1")
         assert await creds.device(device_id) == (frozenset({"cp-1"}), key)
+        gate = Principal(device_id, "device", checkpoints=frozenset({"cp-1"}))
+        assert await creds.still_valid(gate)
         assert await creds.revoke_device(device_id) and await creds.device(device_id) is None
+        assert not await creds.still_valid(gate)
         assert not await creds.revoke_device("dev-nope")
         assert await creds.first_use("sig-1") and not await creds.first_use("sig-1")
     finally:
