@@ -103,7 +103,8 @@ class AuditDrain:
             result = self.ch.call(
                 lambda c: c.query(
                     f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {self.ch.db}.audit_log FINAL "
-                    f"WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT %(limit)s",
+                    f"WHERE {' AND '.join(where)} ORDER BY at DESC "
+                    "LIMIT 1 BY entry_id LIMIT %(limit)s",  # a re-drained entry once
                     parameters=params,
                 )
             )

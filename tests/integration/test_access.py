@@ -379,7 +379,9 @@ def test_every_route_answers_each_role_exactly_as_the_policy_says(
             if role in allowed and role in PERSONAL.get((method, route), ()):
                 entries = audited(w, role, f"{method} {route}", since)
                 if len(entries) != 1:
-                    failures.append(f"{method} {route} as {role}: {len(entries)} audit records")
+                    failures.append(
+                        f"{method} {route} as {role}: {len(entries)} audit records: {entries} since {since}"
+                    )
                 elif entries[0]["role"] != role:
                     failures.append(f"{method} {route}: audit role {entries[0]['role']}")
     assert not failures, "\n".join(failures)
