@@ -380,7 +380,8 @@ def test_every_route_answers_each_role_exactly_as_the_policy_says(
                 entries = audited(w, role, f"{method} {route}", since)
                 if len(entries) != 1:
                     failures.append(
-                        f"{method} {route} as {role}: {len(entries)} audit records: {entries} since {since}"
+                        f"{method} {route} as {role}: {len(entries)} audit records: "
+                        f"{entries} since {since}"
                     )
                 elif entries[0]["role"] != role:
                     failures.append(f"{method} {route}: audit role {entries[0]['role']}")
