@@ -49,6 +49,7 @@ bench: services ## Benchmarks: each prints its figure and its ratio to a raw bas
 	PYTHONPATH=. $(BIN)/python bench/ingest.py $(ARGS)
 	PYTHONPATH=. $(BIN)/python bench/imports.py
 	PYTHONPATH=. $(BIN)/python bench/gate.py
+	PYTHONPATH=. $(BIN)/python bench/qr.py
 	PYTHONPATH=. $(BIN)/python bench/tracing.py
 	PYTHONPATH=. $(BIN)/python bench/dashboard.py
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api.access import POLICY, PUBLIC_PATHS
+from api.access import POLICY, PUBLIC_PATHS, SELF_SIGNED
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "person": {
@@ -57,6 +57,12 @@ def secure(schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             if path in PUBLIC_PATHS:
                 operation["security"] = []
+                continue
+            if (method.upper(), path) in SELF_SIGNED:  # open; a kiosk device may sign it
+                operation["security"] = [{}, DEVICE, PERSON]
+                note = "No credential needed: the signed poster in the body is the proof."
+                description = operation.get("description", "")
+                operation["description"] = f"{description}\n\n{note}" if description else note
                 continue
             roles = POLICY.get((method.upper(), path), frozenset())
             requirements = []

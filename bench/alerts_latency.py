@@ -36,8 +36,8 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from gate.http_auth import BearerAuth
 from infra import services
-from infra.http_auth import BearerAuth
 from infra.settings import Settings
 from tests.integration.conftest import Platform
 from tracing.events import ExposureFlagged

@@ -46,11 +46,11 @@ import uvicorn
 
 from api.app import create_app
 from api.routes import analytics as analytics_routes
+from gate.http_auth import BearerAuth
 from infra import services
 from infra.analytics import Analytics
 from infra.clickhouse import ClickHouse
 from infra.credentials import Credentials
-from infra.http_auth import BearerAuth
 from infra.redis_store import make_redis
 from infra.settings import Settings
 from registry.analytics import AGE_BANDS, day_ends, hour_start, level_cuts

@@ -25,8 +25,8 @@ import orjson
 import uvloop
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from gate.http_auth import DeviceAuth
 from infra import services
-from infra.http_auth import DeviceAuth
 from infra.settings import Settings
 from tests.integration.conftest import Platform
 

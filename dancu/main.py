@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from gate.cli import gate_main
 from infra import services as svc
 from infra.secrets import METRICS_TOKEN_FILE
 from infra.settings import Settings, load_settings
@@ -52,6 +53,13 @@ users_app = typer.Typer(
 devices_app = typer.Typer(help="Checkpoint devices' signing keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(devices_app, name="devices")
+# `dancu gate …`: the checkpoint's camera side. The gate program itself (`dancu gate
+# --checkpoint ID (--camera N | --video FILE | --images DIR)`, gate/cli.py) is this group's
+# callback, run when no subcommand (`decode`) is named; it refuses its options given with
+# one. `no_args_is_help` keeps a bare `dancu gate` printing the help.
+gate_app = typer.Typer(help="The checkpoint gate: QR codes from cameras.", no_args_is_help=True)
+app.add_typer(gate_app, name="gate")
+gate_app.callback(invoke_without_command=True)(gate_main)  # the gate program (gate/cli.py)
 
 
 def _credentials(action: Callable[[Any], Awaitable[dict[str, object]]]) -> None:
@@ -690,6 +698,36 @@ def qr_parse(text: str) -> None:
         print(json.dumps({"valid": False, "errors": exc.errors}, ensure_ascii=False))
         raise typer.Exit(1) from exc
     print(json.dumps(card.as_dict(), ensure_ascii=False))
+
+
+@gate_app.command("decode")
+def gate_decode(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, …).")],
+) -> None:
+    """Print the QR codes of each image, or why none was read, one JSON line per image.
+
+    For field diagnosis: a card shows as its ID only, never its name or address. Exits 0
+    when every image holds a recognised code (a card or a dancu code), 1 when some image
+    holds none, 2 when some image cannot be read.
+    """
+    from gate.qr import UnreadableImage, decode_image_file
+
+    worst = 0
+    for path in images:
+        line: dict[str, object] = {"image": str(path), "codes": []}
+        try:
+            codes = decode_image_file(path)
+        except UnreadableImage as exc:
+            line["error"] = str(exc)
+            worst = 2
+        else:
+            line["codes"] = [c.summary() for c in codes]
+            if not codes:
+                line["error"] = "no QR code found"
+            if all(c.kind == "unrecognised" for c in codes):
+                worst = max(worst, 1)
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+    raise typer.Exit(worst)
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from rich.console import Console
 
 from api.app import Extra, create_app
+from gate.http_auth import BearerAuth, DeviceAuth
 from gate.simulate import Access, TrafficSimulator
 from infra.clients import Clients
-from infra.http_auth import BearerAuth, DeviceAuth
 from infra.logs import configure_logging
 from infra.settings import Settings
 from registry.synthetic import SeedPlan

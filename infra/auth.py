@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from registry.signing import sign
+
 Role = Literal["device", "official", "epidemiologist", "steward", "owner", "admin"]
 ROLES: tuple[Role, ...] = ("device", "official", "epidemiologist", "steward", "owner", "admin")
 TOKEN_PREFIX = "dcu_"
@@ -33,21 +35,6 @@ def new_device_key() -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def canonical(method: str, path: str, timestamp: int, body: bytes, nonce: str = "") -> bytes:
-    """What a device signs: the method, the path (with its query), the timestamp and the
-    SHA-256 of the body, one per line, then the nonce if the device sends one
-    (``X-Nonce``: two identical requests in one second are then two signatures, not a
-    replay)."""
-    digest = hashlib.sha256(body).hexdigest()
-    text = f"{method.upper()}\n{path}\n{timestamp}\n{digest}"
-    return (text + f"\n{nonce}" if nonce else text).encode()
-
-
-def sign(key: str, method: str, path: str, timestamp: int, body: bytes, nonce: str = "") -> str:
-    message = canonical(method, path, timestamp, body, nonce)
-    return hmac.new(key.encode(), message, "sha256").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     # The bearer token of GET /metrics (Prometheus's `authorization` credentials). Unset:
     # a random one made once in <data_dir>/metrics.token, mode 0600 (infra/secrets.py).
     metrics_token: SecretStr | None = None
+    # The HMAC key signing checkpoint posters' QR codes (registry/posters.py). Unset: a
+    # random one made once in <data_dir>/poster.key, mode 0600 (infra/secrets.py).
+    poster_key: SecretStr | None = None
+    # POST /v1/checkins without a credential (a resident's phone): per client IP, a token
+    # bucket of this many requests refilled at this rate per second (api/ratelimit.py).
+    checkin_burst: int = Field(default=60, ge=1)
+    checkin_rate: float = Field(default=5.0, gt=0)
     # The exposure rulebook (versions, dwell per checkpoint type, the brake); the packaged
     # tracing/data/exposure_rules.yaml when unset. hold_above overrides the brake's limit.
     exposure_rules_file: Path | None = None
@@ -94,6 +101,8 @@ class Settings(BaseSettings):
             raise ValueError("DANCU_PSEUDONYM_SECRET must be at least 16 characters")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise ValueError("DANCU_METRICS_TOKEN must be at least 16 characters")
+        if self.poster_key is not None and len(self.poster_key) < 16:
+            raise ValueError("DANCU_POSTER_KEY must be at least 16 characters")
         return self
 
     # Resolved endpoints -------------------------------------------------------------

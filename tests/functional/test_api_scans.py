@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from api.app import create_app
-from infra.http_auth import DeviceAuth
+from gate.http_auth import DeviceAuth
 from infra.settings import Settings
 from tests.fakes import MemoryCredentials
 

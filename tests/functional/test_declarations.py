@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from infra.http_auth import DeviceAuth
+from gate.http_auth import DeviceAuth
 from infra.settings import Settings
 from registry.health import apply_record
 from tests.fakes import MemoryCredentials

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from infra.http_auth import BearerAuth, DeviceAuth
+from gate.http_auth import BearerAuth, DeviceAuth
 from infra.metrics import REGISTRY, timed_gate
 from infra.secrets import METRICS_TOKEN_FILE, metrics_token
 from infra.settings import Settings

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gate.http_auth import BearerAuth, DeviceAuth
 from infra import services
 from infra.credentials import Credentials
-from infra.http_auth import BearerAuth, DeviceAuth
 from infra.redis_store import make_redis
 from infra.settings import Settings
 from tests.integration.helpers import isolated_settings

@@ -16,9 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from api.access import POLICY, PUBLIC_PATHS
-from infra.http_auth import BearerAuth, DeviceAuth
+from api.access import POLICY, PUBLIC_PATHS, SELF_SIGNED
+from gate.http_auth import BearerAuth, DeviceAuth
+from infra.secrets import poster_key
+from registry.posters import make_poster_payload
 from tests.integration.conftest import Platform, with_credentials
+from tracing.events import VN_TZ
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +253,14 @@ EXAMPLES: dict[tuple[str, str], tuple[Example, int]] = {
         ),
         200,
     ),
+    ("GET", "/v1/checkpoints/{checkpoint_id}/poster.png"): (
+        _fixed(f"/v1/checkpoints/{CP}/poster.png"),
+        200,
+    ),
+    ("GET", "/v1/checkpoints/{checkpoint_id}/poster.svg"): (
+        _fixed(f"/v1/checkpoints/{CP}/poster.svg"),
+        200,
+    ),
     ("POST", "/v1/imports/{kind}"): (_fixed("/v1/imports/staff", content=staff_csv()), 201),
     ("GET", "/v1/imports"): (_fixed("/v1/imports"), 200),
     ("GET", "/v1/imports/{import_id}"): (lambda w, _: (f"/v1/imports/{w.import_id}", {}), 200),
@@ -344,7 +355,8 @@ def schema_routes(p: Platform) -> set[tuple[str, str]]:
         (method.upper(), path)
         for path, ops in schema["paths"].items()
         for method in ops
-        if path not in PUBLIC_PATHS
+        # self-signed routes need no credential (their body is the proof): checked apart
+        if path not in PUBLIC_PATHS and (method.upper(), path) not in SELF_SIGNED
     }
 
 
@@ -511,6 +523,14 @@ def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> No
     ).json() == {"organisation": "Công ty Lạ", "staff": []}
     r = w.call("POST", "/v1/imports/vaccinations", "owner", content=b"person_id\n")
     assert r.status_code == 403
+    # a self check-in needs no credential, only a genuine poster (its signature is the
+    # proof of presence): a forged one is refused
+    genuine = make_poster_payload(poster_key(platform.settings), CP, datetime.now(VN_TZ).date())
+    forged = genuine.replace(f"|{CP}|", f"|{CP_OTHER}|")
+    r = w.call("POST", "/v1/checkins", None, json={"poster": forged, "person_id": P1})
+    assert r.status_code == 403 and "forged" in r.json()["error"]
+    r = w.call("POST", "/v1/checkins", None, json={"poster": genuine, "person_id": P1})
+    assert r.status_code == 202 and r.json()["checkpoint_id"] == CP, r.text
 
 
 def test_a_symptomatic_declaration_flags_the_resident_for_testing(

@@ -23,7 +23,7 @@ from schemathesis.checks import not_a_server_error
 
 from api.access import POLICY
 from api.app import create_app
-from infra.http_auth import DeviceAuth
+from gate.http_auth import DeviceAuth
 from infra.settings import Settings
 from tests.integration.conftest import Platform
 

@@ -1,6 +1,7 @@
 """httpx authentication for dancu's clients: a person's bearer token, or a checkpoint
 device's signature (HMAC over method, path with query, timestamp and body; see
-:mod:`infra.auth`). Used by the simulator, the gate program, benchmarks and tests."""
+:mod:`registry.signing`). The device side's own module (a device talks HTTP only); also
+used by the simulator, benchmarks and tests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Generator
 
 import httpx
 
-from infra.auth import sign
+from registry.signing import sign
 
 
 class BearerAuth(httpx.Auth):
