@@ -30,6 +30,13 @@ AUDIT_COLUMNS = [
 ]
 
 
+def _after(entry_id: str, other: str) -> bool:
+    """Is stream ID ``entry_id`` later than ``other``?"""
+    a, _, b = entry_id.partition("-")
+    c, _, d = other.partition("-")
+    return (int(a), int(b or 0)) > (int(c), int(d or 0))
+
+
 class AuditDrain:
     def __init__(self, redis: Redis, prefix: str, clickhouse: ClickHouse, batch: int = 5000):
         self.r = redis
@@ -39,11 +46,21 @@ class AuditDrain:
         self.batch = batch
 
     async def drain_once(self) -> int:
-        """Move the next entries into ClickHouse; returns how many."""
+        """Move the next entries into ClickHouse, then trim what is drained from the
+        stream (so its cap only bites when the store has been away long); returns how
+        many. A gap (entries trimmed before they were drained) is logged loudly."""
         last = str(await self.r.get(self.position) or "0-0")
         entries = await self.r.xrange(self.stream, min=f"({last}", count=self.batch)
         if not entries:
             return 0
+        if last != "0-0":  # drained up to `last`, which stays the oldest unless trimmed
+            oldest = await self.r.xrange(self.stream, count=1)
+            if oldest and _after(str(oldest[0][0]), last):
+                log.error(
+                    "audit entries after %s were trimmed before they reached ClickHouse "
+                    "(the store was away longer than the stream's cap)",
+                    last,
+                )
         rows: list[list[object]] = []
         for entry_id, raw in entries:
             fields = {str(k): str(v) for k, v in (raw or {}).items()}
@@ -69,6 +86,8 @@ class AuditDrain:
             ch.call, lambda c: c.insert(f"{ch.db}.audit_log", rows, column_names=AUDIT_COLUMNS)
         )
         await self.r.set(self.position, str(rows[-1][0]))
+        # drained, so kept in ClickHouse: only the last drained entry stays (the mark)
+        await self.r.xtrim(self.stream, minid=str(rows[-1][0]), approximate=False)
         return len(rows)
 
     async def run(self, interval: float = 2.0) -> None:
