@@ -997,20 +997,27 @@ async function lookup() {
   out.replaceChildren(...parts);
 }
 
+// A read that states its purpose (audited), shown in its panel: the data, or null after
+// showing the error in the panel.
+async function purposefulRead(panelId, path, purpose) {
+  const error = $(panelId).querySelector(":scope > .error");
+  try {
+    const data = await api(path, {purpose});
+    error.hidden = true;
+    return data;
+  } catch (e) {
+    if (!quiet(e)) {
+      error.textContent = e.message;
+      error.hidden = false;
+    }
+    return null;
+  }
+}
+
 async function reviewQueue() {
   const purpose = $("review-purpose").value.trim();
-  const panel = $("p-review");
-  const error = panel.querySelector(":scope > .error");
-  let items;
-  try {
-    items = await api("/v1/review?limit=200", {purpose});
-    error.hidden = true;
-  } catch (e) {
-    if (quiet(e)) return;
-    error.textContent = e.message;
-    error.hidden = false;
-    return;
-  }
+  const items = await purposefulRead("p-review", "/v1/review?limit=200", purpose);
+  if (items === null) return;
   $("review-empty").hidden = items.length > 0;
   fillTable($("review"), ["record", "person", "name", "born", "why", "decide"], items.map((item) => {
     const event = item.event || {};
@@ -1057,18 +1064,8 @@ async function ownerCheckpoints() {
 }
 
 async function staff() {
-  const panel = $("p-staff");
-  const error = panel.querySelector(":scope > .error");
-  let data;
-  try {
-    data = await api("/v1/organisations/staff", {purpose: $("staff-purpose").value.trim()});
-    error.hidden = true;
-  } catch (e) {
-    if (quiet(e)) return;
-    error.textContent = e.message;
-    error.hidden = false;
-    return;
-  }
+  const data = await purposefulRead("p-staff", "/v1/organisations/staff", $("staff-purpose").value.trim());
+  if (data === null) return;
   fillTable($("staff"), ["person", "unit", "card", "why", "exposures"], (data.staff || []).map((r) => [
     r.person_id, r.unit ?? "", colourChip(r.colour), (r.reasons || []).join("; "),
     (r.exposures || []).map((x) => `${x.tier} since ${when(x.since)}`).join("; ") || "–",
@@ -1086,18 +1083,8 @@ async function testingSummary() {
 }
 
 async function flaggedForTesting() {
-  const panel = $("p-testing");
-  const error = panel.querySelector(":scope > .error");
-  let rows;
-  try {
-    rows = await api("/v1/testing/flagged", {purpose: $("testing-purpose").value.trim()});
-    error.hidden = true;
-  } catch (e) {
-    if (quiet(e)) return;
-    error.textContent = e.message;
-    error.hidden = false;
-    return;
-  }
+  const rows = await purposefulRead("p-testing", "/v1/testing/flagged", $("testing-purpose").value.trim());
+  if (rows === null) return;
   fillTable($("testing"), ["person", "ward", "card", "flagged"], rows.map((r) => [
     r.person_id, r.ward || "–", colourChip(r.colour), when(r.flagged_since),
   ]));
