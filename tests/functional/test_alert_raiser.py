@@ -169,3 +169,37 @@ def test_venue_alerts_follow_the_report() -> None:
     asyncio.run(raiser.on_statuses(records(status("r1", "withdrawn"), b"[]")))
     assert [(d.alert_id, d.withdrawn) for d in alerts.written[1:]] == [(venue.alert_id, True)]
     assert [x.offset for x in dead.letters] == [1]
+
+
+class FlakyAlerts(MemoryAlerts):
+    """Redis away for the first ``fail`` writes (after writing the first half: a write
+    that dies mid-batch), then back."""
+
+    def __init__(self, fail: int) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def apply(self, drafts: Sequence[AlertDraft], report_id: str = "") -> list[str]:
+        if self.fail:
+            self.fail -= 1
+            await super().apply(drafts[: len(drafts) // 2], report_id)
+            raise ConnectionError("Redis away")
+        return await super().apply(drafts, report_id)
+
+
+def test_a_store_failing_mid_batch_is_retried_and_nothing_is_lost() -> None:
+    alerts, dead = FlakyAlerts(fail=2), MemoryDeadLetters()
+    raiser = AlertRaiser(
+        alerts=alerts,
+        reports=Reports(),
+        places=Places(),
+        guard=Guard(dead, AgentHealth(), retry_delay=0.001),
+        exposures_topic="exposures",
+        status_topic="report-status",
+    )
+    batch = records(*(flag(p) for p in "CDEFGH"))
+    asyncio.run(raiser.on_exposures(batch))
+    # every flag reached the store (a half-written attempt is written again: the store's
+    # apply is idempotent by alert ID, tests/integration/test_alert_store.py), none lost
+    assert {d.alert_id[-1] for d in alerts.written} == set("CDEFGH")
+    assert dead.letters == []
