@@ -48,7 +48,7 @@ lint: setup ## ruff format --check, ruff check, mypy
 bench: services ## Benchmarks: each prints its figure and its ratio to a raw baseline
 	PYTHONPATH=. $(BIN)/python bench/ingest.py $(ARGS)
 	PYTHONPATH=. $(BIN)/python bench/imports.py
-	PYTHONPATH=. $(BIN)/python bench/gate.py
+	PYTHONPATH=. $(BIN)/python bench/gate_checks.py
 	PYTHONPATH=. $(BIN)/python bench/qr.py
 	PYTHONPATH=. $(BIN)/python bench/tracing.py
 	PYTHONPATH=. $(BIN)/python bench/dashboard.py

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 # Run as `python bench/qr.py`, this file's folder comes first on sys.path, where
-# bench/gate.py would hide the `gate` package: drop it (PYTHONPATH=. finds ours).
+# bench/gate_checks.py would hide the `gate` package: drop it (PYTHONPATH=. finds ours).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 # One core, as a gate device's decoder gets: set before numpy and OpenCV start pools.

@@ -2,13 +2,20 @@
 devices send: a slow answer never delays the next request) while scans are ingested in
 the background; against the raw Redis `HGETALL` of a resident measured in the same run.
 
-    python bench/gate.py [--residents 1000000] [--rate 500] [--seconds 60] [--ingest 2000]
+    python bench/gate_checks.py [--residents 1000000] [--rate 500] [--seconds 60] [--ingest 2000]
 
 Prints p50/p99 at the client and inside the server (its Server-Timing header), the raw
 HGETALL p99, the ratio, and the saturation throughput (closed loop, 20 clients).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as `python bench/gate_checks.py`, this file's folder comes first on sys.path, where
+# bench/tracing.py would hide the `tracing` package: drop it (PYTHONPATH=. finds ours).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 import argparse
 import asyncio
@@ -27,6 +34,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from gate.http_auth import DeviceAuth
 from infra import services
+from infra.credentials import Credentials
 from infra.settings import Settings
 from tests.integration.conftest import Platform
 
@@ -248,7 +256,8 @@ def main() -> None:
         redis = Redis(connection_pool=pool)
         prefix = platform.settings.redis_prefix
         people, places = await sample_ids(redis, prefix, 50_000)
-        device = platform.device(*places)  # a gateway device for the sampled checkpoints
+        # a gateway device for the sampled checkpoints
+        device = DeviceAuth(*await Credentials(redis, prefix).add_device(*places))
         stop = asyncio.Event()
         feeder = asyncio.create_task(
             ingest(platform.url, people, places, args.ingest, stop, device)
