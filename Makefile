@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 SRC := dancu api streams tracing registry gate infra tests bench
 
-.PHONY: help setup services tools up test test-unit lint bench stop status clean
+.PHONY: help setup services tools up test test-unit chaos lint bench stop status clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,13 @@ test: services tools ## Set up everything and run the whole test suite
 
 test-unit: setup ## Unit and functional tests only (no services)
 	$(BIN)/pytest -q tests/unit tests/functional
+
+CHAOS_REPORT := .dancu/chaos-report.jsonl
+
+chaos: services tools ## Fault tests (kill, partition, wipe services on purpose); prints the chaos table
+	@mkdir -p $(dir $(CHAOS_REPORT)) && : > $(CHAOS_REPORT)
+	DANCU_CHAOS_REPORT=$(CHAOS_REPORT) $(BIN)/pytest -q -p no:cacheprovider tests/chaos $(PYTEST_ARGS); \
+	  status=$$?; DANCU_CHAOS_REPORT=$(CHAOS_REPORT) $(BIN)/python -m tests.chaos.report; exit $$status
 
 lint: setup ## ruff format --check, ruff check, mypy
 	$(BIN)/ruff format --check $(SRC)

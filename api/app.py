@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors, openapi
 from api.access import Access
+from api.flood import FloodGuard, FloodLimits
 from api.gate_path import GateFastPath
 from api.limits import BodyLimit, ServerTiming
 from api.observe import RequestLog
@@ -55,11 +56,17 @@ def create_app(
     *,
     clickhouse: ClickHouse | None = None,
     extras: Sequence[Extra] = (),
+    owns_store: bool = True,
 ) -> FastAPI:
+    """The API app. ``owns_store`` False: this process never opens ClickHouse (a worker,
+    or an API forwarding analytics to ``settings.store_url``)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics_token = metrics_token(settings)  # made now: readable before a scrape
-        clients = await Clients.open(settings, clickhouse, owns_store=settings.store_url is None)
+        clients = await Clients.open(
+            settings, clickhouse, owns_store=owns_store and settings.store_url is None
+        )
         app.state.clients = clients
         drain = asyncio.create_task(
             clients.audit.run() if clients.owns_store else asyncio.Event().wait(),
@@ -102,6 +109,9 @@ def create_app(
     app.add_middleware(Access)  # inside the body limit: a signed body is bounded too
     app.add_middleware(BodyLimit)
     app.add_middleware(ServerTiming)
+    # 429 over a cap of requests in flight, before a body is read (inside the request log,
+    # so refusals are counted and logged like any answer)
+    app.add_middleware(FloodGuard, limits=FloodLimits.of(settings))
     app.add_middleware(RequestLog)  # outermost: request ID, access log, HTTP metrics
     openapi.install(app)
     for module in (

@@ -19,6 +19,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -230,6 +231,12 @@ async def saturation(
     return done / (time.perf_counter() - t0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--residents", type=int, default=1_000_000)
@@ -269,7 +276,10 @@ def main() -> None:
         )
         stop.set()
         scans, ingest_seconds = await feeder
+        api_pid = platform.pid_of("api")
+        cpu0, t0 = cpu_seconds(api_pid), time.perf_counter()
         sat = await saturation(platform.url, people, places, 15, device)
+        api_cpu = (cpu_seconds(api_pid) - cpu0) / (sat * (time.perf_counter() - t0))
         await redis.aclose()
         raw99 = pct(raw_ms, 0.99)
         print(f"background ingest: {scans / ingest_seconds:,.0f} scans/s posted")
@@ -283,6 +293,10 @@ def main() -> None:
         print(f"ratio client p99 / raw p99: {pct(client_ms, 0.99) / raw99:.1f}  (target ≤ 25)")
         print(f"ratio server p99 / raw p99: {pct(server_ms, 0.99) / raw99:.1f}")
         print(f"saturation (closed loop, 20 clients): {sat:,.0f} gate checks/s")
+        print(
+            f"API process CPU per gate check at saturation: {api_cpu * 1000:.3f} ms "
+            f"({1 / api_cpu:,.0f} checks per API CPU-second)"
+        )
         if client_ms:
             print(f"client mean {statistics.fmean(client_ms):.2f} ms")
 

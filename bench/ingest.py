@@ -1,8 +1,15 @@
-"""Ingest benchmark: N scans produced to Kafka and processed end to end by the running Faust
-worker (record_scans → Redis indexes + ClickHouse), timed from the first produce to the
-last scan recorded; against a raw aiokafka consume loop over the same topic in the same run.
+"""Ingest benchmark: N scans produced to Kafka and processed end to end — workers
+(``record_scans`` → Redis indexes, rows → ``store-rows``) and the ClickHouse sink — timed
+from the first produce until every scan is in Redis and ClickHouse. In the same run:
 
-    python bench/ingest.py [--scans 200000] [--batch 100]
+- the raw baseline: a bare aiokafka loop reading the same records;
+- the **bare store floor**: the same visits written straight to Redis and ClickHouse by
+  the same recorder with the same commands, no Kafka and no Faust (end to end should be
+  at least half of it);
+- the scaling curve: end to end with 1, 2 and 3 worker processes (``dancu up --workers N``
+  on this machine), with the CPU each process used.
+
+    python bench/ingest.py [--scans 200000] [--batch 100] [--workers 1,2,3]
 
 --batch is the number of scans per Kafka record (a device batch, as POST /v1/scans
 produces it); --batch 1 measures one scan per record.
@@ -12,35 +19,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import orjson
-import uvloop
-from aiokafka import AIOKafkaConsumer, TopicPartition
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
-from infra import services
-from infra.clients import Clients
-from infra.kafka_io import create_topics, make_producer
-from infra.settings import Settings
-from streams.app import make_app
-from tests.integration.helpers import isolated_settings, make_scans
+import orjson  # noqa: E402
+import uvloop  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from infra import services  # noqa: E402
+from infra.clients import ClickHouseVisitSink, Clients  # noqa: E402
+from infra.kafka_io import create_topics, make_producer  # noqa: E402
+from infra.settings import Settings  # noqa: E402
+from streams.guard import Guard  # noqa: E402
+from streams.scans import RawRecord, ScanRecorder, bounded  # noqa: E402
+from tests.integration.conftest import Platform  # noqa: E402
+from tests.integration.helpers import isolated_settings, make_scans  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def produce(settings: Settings, scans: list[dict[str, object]], batch: int) -> float:
+def records_of(scans: list[dict[str, object]], batch: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of each Kafka record: ``batch`` scans per record, keyed by checkpoint."""
+    out = []
+    for i in range(0, len(scans), batch):
+        chunk = scans[i : i + batch]
+        value = orjson.dumps(chunk if batch > 1 else chunk[0])
+        out.append((str(chunk[0]["checkpoint_id"]).encode(), value))
+    return out
+
+
+async def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
     producer = make_producer(settings, linger_ms=20)
     await producer.start()
     topic = settings.topic("scans")
     t0 = time.perf_counter()
-    futures = []
-    for i in range(0, len(scans), batch):
-        chunk = scans[i : i + batch]
-        value = orjson.dumps(chunk if batch > 1 else chunk[0])
-        futures.append(
-            await producer.send(topic, value, key=str(chunk[0]["checkpoint_id"]).encode())
-        )
+    futures = [await producer.send(topic, value, key=key) for key, value in records]
     await asyncio.gather(*futures)
     await producer.stop()
     return time.perf_counter() - t0
@@ -73,62 +92,126 @@ async def raw_consume(settings: Settings, records: int) -> float:
     return elapsed
 
 
-async def wait_processed(clients: Clients, n: int) -> None:
-    while await clients.index.processed() < n:
-        await asyncio.sleep(0.02)
+class NoDeadLetters:
+    async def send(self, letters: object) -> None:
+        raise AssertionError(f"the floor dead-lettered {letters!r}")
 
 
-async def end_to_end(settings: Settings, scans: list[dict[str, object]], batch: int) -> float:
-    """Seconds from the first produce to the last scan recorded, with the worker already
-    running and assigned (a warm-up scan went through first)."""
+async def store_floor(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
+    """The same records through the worker's recorder, straight into Redis and ClickHouse
+    (the same lookups and writes, batches as the agent forms them): no Kafka, no Faust."""
     clients = await Clients.open(settings)
-    app = make_app(settings, clients)
-    await app.start()
+    recorder = ScanRecorder(
+        index=clients.index,
+        sink=ClickHouseVisitSink(clients.clickhouse),
+        places=clients.checkpoints,
+        guard=Guard(NoDeadLetters(), clients.health),
+        pseudonymize=clients.pseudonymize,
+        topic="scans",
+        max_age=None,
+    )
+    raw = [RawRecord(value, 0, i) for i, (_, value) in enumerate(records)]
     try:
-        await produce(settings, scans[:1], 1)
-        await asyncio.wait_for(wait_processed(clients, 1), 120)
         t0 = time.perf_counter()
-        await produce(settings, scans[1:], batch)
-        await wait_processed(clients, len(scans))
+        for i in range(0, len(raw), settings.batch_size):
+            for part in bounded(raw[i : i + settings.batch_size], settings.batch_max_bytes):
+                await recorder.record(part)
         elapsed = time.perf_counter() - t0
+        recorded = await clients.index.processed()
         distinct, _ = await asyncio.to_thread(clients.clickhouse.visit_totals)
-        assert distinct == len(scans), f"ClickHouse holds {distinct}, expected {len(scans)}"
     finally:
-        await app.stop()
         await clients.close()
+    expected = sum(len(orjson.loads(v)) if v.startswith(b"[") else 1 for _, v in records)
+    assert recorded == distinct == expected, (recorded, distinct, expected)
     return elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def end_to_end(
+    base: Settings, workers: int, records: list[tuple[bytes, bytes]], n: int
+) -> tuple[float, dict[str, float]]:
+    """Seconds from the first produce until every scan is in Redis and ClickHouse, on a
+    platform of ``workers`` worker processes (warmed up by one scan first), and the CPU
+    seconds each process used meanwhile."""
+    data = Path(tempfile.mkdtemp(prefix=f"dancu-bench-w{workers}-"))
+    platform = Platform(base, data / "dancu")
+    platform.up_args = ["--workers", str(workers)]
+    s = platform.settings
+    try:
+        asyncio.run(create_topics(s))
+        platform.start(timeout=180)
+        warm = make_scans(1, seed=99)
+        asyncio.run(produce(s, records_of(warm, 1)))
+        platform.wait_processed(1, timeout=180)
+        names = ["api", "store", *(f"worker-{i}" for i in range(1, workers + 1))]
+        pids = {name: platform.pid_of(name) for name in names}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        t0 = time.perf_counter()
+        asyncio.run(produce(s, records))
+        stats = platform.wait_processed(n + 1, timeout=1800)  # Redis, and no lag in Kafka
+        elapsed = time.perf_counter() - t0
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        assert stats["visits_total"] == n + 1, stats  # ClickHouse, through the sink
+        return elapsed, cpu
+    finally:
+        platform.stop()
+        platform.sign_out()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scans", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--workers", default="1,2,3", help="worker counts to measure")
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
     base = Settings()
     services.start_all(base)
-    data = Path(tempfile.mkdtemp(prefix="dancu-bench-"))
-    settings = isolated_settings(base, data, f"bench{tag}")
     scans = make_scans(args.scans, seed=3, checkpoints=500)
-    records = (args.scans - 1 + args.batch - 1) // args.batch
+    records = records_of(scans, args.batch)
+    n = args.scans
 
-    async def run() -> None:
-        await create_topics(settings)
-        n = args.scans
-        e2e = await end_to_end(settings, scans, args.batch)
-        raw = await raw_consume(settings, records + 1)
-        raw_rate, e2e_rate = (n + 1) / raw, (n - 1) / e2e
-        print(
-            f"raw aiokafka consume loop: {raw_rate:,.0f} scans/s ({(records + 1) / raw:,.0f} "
-            "records/s)"
-        )
-        print(
-            f"end to end (produce → Faust → Redis + ClickHouse): {e2e_rate:,.0f} scans/s "
-            f"({n - 1:,} scans in {e2e:.2f} s)"
-        )
-        print(f"ratio end-to-end / raw: {e2e_rate / raw_rate:.3f}")
+    floor_settings = isolated_settings(
+        base, Path(tempfile.mkdtemp(prefix="dancu-bench-floor-")), f"f{uuid.uuid4().hex[:8]}"
+    )
+    floor = uvloop.run(store_floor(floor_settings, records))
+    floor_rate = n / floor
+    print(f"bare store floor (recorder → Redis + ClickHouse, no Kafka/Faust): {floor_rate:,.0f} "
+          f"scans/s ({n:,} scans in {floor:.2f} s)")  # fmt: skip
 
-    uvloop.run(run())
+    curve: list[tuple[int, float]] = []
+    raw_rate = 0.0
+    for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
+        e2e, cpu = end_to_end(base, workers, records, n)
+        rate = n / e2e
+        curve.append((workers, rate))
+        used = ", ".join(f"{name} {sec:.1f}" for name, sec in cpu.items())
+        print(
+            f"end to end, {workers} worker(s) (produce → workers → Redis, sink → ClickHouse): "
+            f"{rate:,.0f} scans/s ({n:,} scans in {e2e:.2f} s); CPU seconds: {used} "
+            f"(total {sum(cpu.values()):.1f} over {e2e:.1f} s wall)"
+        )
+        if not raw_rate:  # the raw loop over the same records, in the same run
+            tag = f"r{uuid.uuid4().hex[:8]}"
+            raw_settings = isolated_settings(
+                base, Path(tempfile.mkdtemp(prefix="dancu-bench-raw-")), tag
+            )
+
+            async def raw_run(s: Settings = raw_settings) -> float:
+                await create_topics(s)
+                await produce(s, records)
+                return await raw_consume(s, len(records))
+
+            raw_rate = n / uvloop.run(raw_run())
+            print(f"raw aiokafka consume loop: {raw_rate:,.0f} scans/s")
+    for workers, rate in curve:
+        print(
+            f"{workers} worker(s): end to end / bare store floor {rate / floor_rate:.2f} "
+            f"(target ≥ 0.5); end to end / raw consume {rate / raw_rate:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -313,9 +313,19 @@ def up(
     role: Annotated[
         str,
         typer.Option(
-            help="all (store + API processes) | store | worker | api (scaled deployments)."
+            help="all (store + workers + API processes) | store (the ClickHouse sink and "
+            "analytics) | worker (validation, Redis state, tracing) | api (scaled deployments)."
         ),
     ] = "all",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes `--role all` starts; they share the topics' partitions "
+            "(more workers than partitions leaves some idle).",
+        ),
+    ] = 1,
     services: Annotated[bool, typer.Option(help="Start the embedded services first.")] = True,
     city: Annotated[
         int,
@@ -326,7 +336,7 @@ def up(
         ),
     ] = 50_000,
 ) -> None:
-    """Run the platform: Faust worker + API + ClickHouse sink (+ traffic simulator)."""
+    """Run the platform: API + Faust workers + ClickHouse sink (+ traffic simulator)."""
     from dancu.runtime import RunOptions, serve
     from infra.kafka_io import create_topics
 
@@ -356,6 +366,7 @@ def up(
         settings,
         RunOptions(
             role=role,
+            workers=workers,
             simulate=simulate and role == "all",
             rate=rate,
             duration=duration,

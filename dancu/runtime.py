@@ -1,4 +1,4 @@
-"""Wiring the all-in-one process: API + Faust worker + ClickHouse sink + simulator."""
+"""Wiring the platform's processes: API, Faust workers, the ClickHouse sink, simulator."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import faust
 import httpx
 import uvicorn
 from fastapi import FastAPI
@@ -29,7 +31,7 @@ from infra.clients import Clients
 from infra.logs import configure_logging
 from infra.settings import Settings
 from registry.synthetic import SeedPlan
-from streams.app import make_app
+from streams.app import make_app, make_sink_app
 
 console = Console(stderr=True)
 
@@ -37,6 +39,7 @@ console = Console(stderr=True)
 @dataclass
 class RunOptions:
     role: str = "all"  # all | store | worker | api
+    workers: int = 1  # worker processes `all` starts beside the store's and the API's
     simulate: bool = True
     rate: float = 200.0
     duration: float | None = None
@@ -53,10 +56,12 @@ class RunSummary:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def faust_worker(settings: Settings) -> Extra:
+def faust_agents(settings: Settings, build: Callable[[Settings, Clients], faust.App]) -> Extra:
+    """Run a Faust app (the worker's or the sink's) for the life of the API app."""
+
     @asynccontextmanager
     async def run(_: FastAPI, clients: Clients) -> AsyncIterator[None]:
-        app = make_app(settings, clients)
+        app = build(settings, clients)
         await app.start()
         try:
             yield
@@ -109,7 +114,7 @@ def simulator_and_timer(
             lag = None
             while time.monotonic() < deadline:
                 with contextlib.suppress(Exception):
-                    lag = await clients.lag.lag()
+                    lag = await clients.lag.pipeline()
                 if lag == 0:
                     break
                 await asyncio.sleep(0.5)
@@ -165,56 +170,122 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def start_store_process(settings: Settings) -> subprocess.Popen[bytes]:
-    """The store's owner (Faust worker, ClickHouse sink, analytics) on ``store_port``."""
+@dataclass
+class Child:
+    """A process of the platform ``dancu up`` started and watches."""
+
+    name: str  # store | worker-1 …
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    pidfile: Path
+    restart: bool  # started again when it exits on its own
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # before any thread exists in this process
+            )
+        self.pidfile.write_text(str(self.proc.pid))
+
+
+def child_processes(settings: Settings, workers: int) -> list[Child]:
+    """The store's owner (the ClickHouse sink and analytics, on ``store_port``) and
+    ``workers`` worker processes (validation, Redis state, tracing; any free port)."""
+    base = {k: v for k, v in os.environ.items() if k != "DANCU_STORE_URL"}
+    command = [sys.executable, "-m", "dancu", "up", "--no-services", "--no-simulate"]
     logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DANCU_API_PORT": str(settings.store_port),
+    run = settings.data_dir / "run"
+    store = Child(
+        "store",
+        [*command, "--role", "store"],
+        {**base, "DANCU_API_PORT": str(settings.store_port), "DANCU_API_HOST": "127.0.0.1"},
+        logs / "store.log",
+        run / "store.pid",
+        restart=True,
+    )
+    worker_env = {
+        **base,
+        "DANCU_API_PORT": "0",  # health and metrics on a port of its own, any free one
         "DANCU_API_HOST": "127.0.0.1",
+        "DANCU_STORE_URL": f"http://127.0.0.1:{settings.store_port}",
     }
-    env.pop("DANCU_STORE_URL", None)
-    command = [sys.executable, "-m", "dancu", "up", "--role", "store", "--no-services"]
-    with open(logs / "store.log", "ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [*command, "--no-simulate"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # before any thread exists in this process
-        )
+    return [
+        store,
+        *(
+            Child(
+                f"worker-{i}",
+                [*command, "--role", "worker"],
+                worker_env,
+                logs / f"worker-{i}.log",
+                run / f"worker-{i}.pid",
+                restart=True,
+            )
+            for i in range(1, workers + 1)
+        ),
+    ]
 
 
-def watch_store(proc: subprocess.Popen[bytes], stopping: threading.Event) -> None:
-    """If the store's process dies on its own, this one stops too, instead of
-    answering gates while scans pile up unprocessed."""
+def supervise(children: list[Child], stopping: threading.Event) -> None:
+    """Watch each child: one that exits on its own is started again (a worker's partitions
+    went to the others meanwhile and come back by rebalance; the store's rows waited in
+    Kafka). More than five exits in a minute stops this process instead of answering
+    gates while scans pile up unprocessed."""
 
-    def watch() -> None:
-        code = proc.wait()
-        if not stopping.is_set():
-            console.print(f"[red]the store's process exited ({code}); stopping[/red]")
-            os.kill(os.getpid(), signal.SIGTERM)
+    def watch(child: Child) -> None:
+        while True:
+            assert child.proc is not None
+            code = child.proc.wait()
+            if stopping.is_set():
+                return
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+            if not child.restart or len(child.restarts) > 5:
+                console.print(f"[red]the {child.name} process exited ({code}); stopping[/red]")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            console.print(f"[yellow]the {child.name} process exited ({code}); restarting[/yellow]")
+            time.sleep(1.0)
+            if stopping.is_set():
+                return
+            child.start()
 
-    threading.Thread(target=watch, name="store-watch", daemon=True).start()
+    for child in children:
+        name = f"{child.name}-watch"
+        threading.Thread(target=watch, args=(child,), name=name, daemon=True).start()
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    if proc.poll() is None:
+def stop_processes(children: list[Child], timeout: float = 60) -> None:
+    """SIGTERM to every child at once (each finishes its batch), SIGKILL past ``timeout``."""
+    live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for proc in live:
         proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in live:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for c in children:
+        c.pidfile.unlink(missing_ok=True)
 
 
 def serve(settings: Settings, options: RunOptions) -> RunSummary:
     """Run the platform until interrupted (or for ``options.duration`` seconds).
 
-    ``all`` is two processes: the store's owner (Faust worker + ClickHouse + analytics) and
-    the public API (gate checks, scans, imports; analytics forwarded to the store), so
-    gate answers never wait behind batch work on one event loop.
+    ``all`` is several processes: the store's owner (the ClickHouse sink + analytics),
+    ``options.workers`` Faust workers sharing the topics' partitions, and the public API
+    (gate checks, scans, imports; analytics forwarded to the store), so gate answers never
+    wait behind batch work on one event loop.
     """
     if options.role != "all":
         return _serve(settings, options)
@@ -223,17 +294,19 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     # (which would die by PDEATHSIG, SIGKILL: a Faust batch or a webhook delivery cut
     # short). As an exception it unwinds through the ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    store = start_store_process(settings)
+    children = child_processes(settings, max(1, options.workers))
     stopping = threading.Event()
-    watch_store(store, stopping)
     try:
+        for child in children:
+            child.start()
+        supervise(children, stopping)
         api_settings = settings.model_copy(
             update={"store_url": f"http://127.0.0.1:{settings.store_port}"}
         )
         return _serve(api_settings, options)
     finally:
         stopping.set()
-        stop_process(store)
+        stop_processes(children)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -261,11 +334,15 @@ def _serve(settings: Settings, options: RunOptions) -> RunSummary:
         servers[0].should_exit = True
 
     extras: list[Extra] = []
-    if options.role in ("store", "worker"):
-        extras.append(faust_worker(settings))
+    if options.role == "store":
+        extras.append(faust_agents(settings, make_sink_app))
+    if options.role == "worker":
+        extras.append(faust_agents(settings, make_app))
     if options.role == "all":
         extras.append(simulator_and_timer(settings, options, stop_server, summary))
-    app = create_app(settings, extras=extras)
+    # A worker never opens ClickHouse (chDB allows one process per data path; the sink
+    # owns it): it writes through Kafka, and its analytics routes go to the store.
+    app = create_app(settings, extras=extras, owns_store=options.role != "worker")
     server = ClosingServer(
         uvicorn.Config(
             app,

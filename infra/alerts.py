@@ -1,14 +1,20 @@
 """Alerts in Redis: a stream per audience, a hash per alert, indexes by status.
 
-Keys (under ``Settings.redis_prefix``; a scope is ``d:<district>`` or ``o:<organisation>``):
-- ``alerts:<scope>`` stream (``alerts:d:Ba Đình``): every change to the scope's alerts
+Keys (under ``Settings.redis_prefix``; a scope is ``d:<district>`` or ``o:<organisation>``;
+everything of one audience carries the scope as its hash tag, so it lives in one slot of a
+Redis Cluster and each change is one atomic script there too):
+- ``alerts:{<scope>}`` stream (``alerts:{d:Ba Đình}``): every change to the scope's alerts
   (flagged, updated, withdrawn, acknowledged, followup), capped at :data:`STREAM_MAXLEN`;
   its entry IDs are the SSE event IDs and the webhooks' cursors;
-- ``alert:<id>`` hash (alert_id, kind, scope, status, version, body, fp, score,
-  created_at, updated_at, last_event), ``alert:<id>:log`` its history (JSON lines),
-  ``alert:<id>:fp`` the decisions already applied (so a replayed Kafka batch adds nothing);
-- ``alerts:i:<scope>:<status>`` sorted set of alert IDs by event time (the lists);
-- ``alerts:rv:<report_id>`` the venue alerts a report raised.
+- ``alert:{<scope>}:<id>`` hash (alert_id, kind, scope, status, version, body, fp, score,
+  created_at, updated_at, last_event), ``…:log`` its history (JSON lines), ``…:fp`` the
+  decisions already applied (so a replayed Kafka batch adds nothing);
+- ``alerts:i:{<scope>}:<status>`` sorted set of alert IDs by event time (the lists);
+- ``alert:at:<id>`` the scope the alert lives in (written once its change is stored:
+  reads by ID start here; an alert that moves audience is withdrawn in the old scope,
+  flagged in the new one, then pointed there);
+- ``alerts:rv:<report_id>`` the venue alerts a report may have raised (written before
+  them: a superset, read through the pointers).
 
 Each change is one Lua script: the stream entry, the hash, the indexes and the dedup mark
 are written together or not at all, so a crash never leaves an alert sent twice or
@@ -28,6 +34,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from infra.redis_store import make_reader, queue_script_async
 from tracing.alerts import STATUSES, AlertDraft, Status
 from tracing.reports import REPORT_RETENTION
 
@@ -82,15 +89,11 @@ for _, k in pairs(idx) do
 end
 redis.call('RPUSH', logk, cjson.encode({change=change, status=new, at=ARGV[14],
   by='dancu', event_id=id}))
-redis.call('LTRIM', logk, -tonumber(ARGV[16]), -1)
+redis.call('LTRIM', logk, -tonumber(ARGV[15]), -1)
 mark()
 redis.call('EXPIRE', h, ttl)
 redis.call('EXPIRE', logk, ttl)
 redis.call('EXPIRE', stream, ttl)
-if ARGV[15] == '1' then
-  redis.call('SADD', KEYS[9], ARGV[1])
-  redis.call('EXPIRE', KEYS[9], ttl)
-end
 return id
 """
 
@@ -182,6 +185,26 @@ def _alert(fields: Mapping[Any, Any]) -> Alert | None:
     )
 
 
+def scope_stream(prefix: str, scope: str) -> str:
+    return f"{prefix}alerts:{{{scope}}}"
+
+
+def alert_hash(prefix: str, scope: str, alert_id: str) -> str:
+    return f"{prefix}alert:{{{scope}}}:{alert_id}"
+
+
+def status_index(prefix: str, scope: str, status: str) -> str:
+    return f"{prefix}alerts:i:{{{scope}}}:{status}"
+
+
+def change_keys(prefix: str, scope: str, alert_id: str) -> list[str]:
+    """The keys one change of an alert touches: its hash, dedup marks and history, the
+    scope's stream and status indexes. One hash tag (the scope), so one slot."""
+    h = alert_hash(prefix, scope, alert_id)
+    indexes = [status_index(prefix, scope, s) for s in STATUSES]
+    return [h, f"{h}:fp", f"{h}:log", scope_stream(prefix, scope), *indexes]
+
+
 class StepRaced(Exception):
     """The alert changed between the read and the write (the caller reads again)."""
 
@@ -196,16 +219,19 @@ class AlertStore:
 
     # Keys ---------------------------------------------------------------------------------
     def stream_key(self, scope: str) -> str:
-        return f"{self.p}alerts:{scope}"
+        return scope_stream(self.p, scope)
 
-    def _hash(self, alert_id: str) -> str:
-        return f"{self.p}alert:{alert_id}"
+    def _hash(self, scope: str, alert_id: str) -> str:
+        return alert_hash(self.p, scope, alert_id)
 
     def _index(self, scope: str, status: str) -> str:
-        return f"{self.p}alerts:i:{scope}:{status}"
+        return status_index(self.p, scope, status)
 
     def _indexes(self, scope: str) -> list[str]:
         return [self._index(scope, s) for s in STATUSES]
+
+    def _where(self, alert_id: str) -> str:
+        return f"{self.p}alert:at:{alert_id}"
 
     def _venues(self, report_id: str) -> str:
         return f"{self.p}alerts:rv:{report_id}"
@@ -215,16 +241,28 @@ class AlertStore:
         """The scope each existing alert lives in."""
         async with self.r.pipeline(transaction=False) as pipe:
             for a in alert_ids:
-                pipe.hget(self._hash(a), "scope")
+                pipe.get(self._where(a))
             found = await pipe.execute()
         return {a: _s(s) for a, s in zip(alert_ids, found, strict=True) if s}
 
     async def apply(self, drafts: Sequence[AlertDraft], report_id: str = "") -> list[str]:
         """Write each change (in order); returns the stream IDs of those that changed
         something (a decision seen before, or a withdrawal of nothing, adds none). With
-        ``report_id``, the alerts are remembered as that report's venue alerts."""
+        ``report_id``, the alerts are remembered as that report's venue alerts.
+
+        Three round trips, each step idempotent: the report's venue list (a superset),
+        the changes (one script each, in the scope's slot), then the pointers to where
+        each alert lives, once its changes are stored. A batch cut short anywhere is
+        completed by its replay: a moved alert still points to its old scope until both
+        the withdrawal there and the flag here are written."""
         if not drafts:
             return []
+        ttl = int(RETENTION.total_seconds())
+        if report_id:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.sadd(self._venues(report_id), *sorted({d.alert_id for d in drafts}))
+                pipe.expire(self._venues(report_id), ttl)
+                await pipe.execute()
         moved = await self.scopes_of(sorted({d.alert_id for d in drafts}))
         now = datetime.now(UTC).isoformat()
         async with self.r.pipeline(transaction=False) as pipe:
@@ -235,24 +273,21 @@ class AlertStore:
                 if old is not None and old != d.scope and not d.withdrawn:
                     # The person moved district (or the place changed hands): the old
                     # audience sees it withdrawn, the new one sees it flagged.
-                    await self._call(pipe, _moved_out(d, old), now, report_id)
+                    await self._call(pipe, _moved_out(d, old), now)
                     moved[d.alert_id] = d.scope
-                await self._call(
-                    pipe, d if old is None or not d.withdrawn else _in(d, old), now, report_id
-                )
+                elif old is None:
+                    moved[d.alert_id] = d.scope
+                await self._call(pipe, d if old is None or not d.withdrawn else _in(d, old), now)
             results = await pipe.execute()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for alert_id, scope in moved.items():
+                pipe.set(self._where(alert_id), scope, ex=ttl)
+            await pipe.execute()
         return [_s(r) for r in results if r]
 
-    async def _call(self, pipe: Any, d: AlertDraft, now: str, report_id: str) -> None:
+    async def _call(self, pipe: Any, d: AlertDraft, now: str) -> None:
         score = int(d.at.timestamp() * 1000)
-        keys = [
-            self._hash(d.alert_id),
-            f"{self._hash(d.alert_id)}:fp",
-            f"{self._hash(d.alert_id)}:log",
-            self.stream_key(d.scope),
-            *self._indexes(d.scope),
-            self._venues(report_id) if report_id else self._hash(d.alert_id),
-        ]
+        keys = change_keys(self.p, d.scope, d.alert_id)
         args = [
             d.alert_id,
             d.kind,
@@ -268,10 +303,9 @@ class AlertStore:
             int(RETENTION.total_seconds()),
             score - int(RETENTION.total_seconds() * 1000),
             now,
-            "1" if report_id else "0",
             HISTORY_MAX,
         ]
-        await self._apply(keys=keys, args=args, client=pipe)  # queued on the pipeline
+        await queue_script_async(pipe, self._apply, keys, args)  # queued on the pipeline
 
     async def venue_alerts_of(self, report_id: str) -> dict[str, str]:
         """The venue alerts a report raised: alert ID → scope."""
@@ -290,13 +324,9 @@ class AlertStore:
         as read; raises :class:`StepRaced` when it changed meanwhile, KeyError when gone."""
         now = datetime.now(UTC).isoformat()
         detail = orjson.dumps({**entry, "at": now}).decode()
+        h, _, log, *scope_keys = change_keys(self.p, alert.scope, alert.alert_id)
         code, value = await self._step(
-            keys=[
-                self._hash(alert.alert_id),
-                f"{self._hash(alert.alert_id)}:log",
-                self.stream_key(alert.scope),
-                *self._indexes(alert.scope),
-            ],
+            keys=[h, log, *scope_keys],
             args=[
                 alert.alert_id,
                 alert.status,
@@ -314,13 +344,19 @@ class AlertStore:
             raise KeyError(alert.alert_id)
         if int(code) == 1:
             raise StepRaced(_s(value))
+        # the pointer lives as long as the alert it points to
+        await self.r.expire(self._where(alert.alert_id), int(RETENTION.total_seconds()))
         return _s(value)
 
     # Reads --------------------------------------------------------------------------------
     async def get(self, alert_id: str, history: bool = False) -> Alert | None:
+        scope = await self.r.get(self._where(alert_id))
+        if scope is None:
+            return None
+        h = self._hash(_s(scope), alert_id)
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._hash(alert_id))
-            pipe.lrange(f"{self._hash(alert_id)}:log", 0, -1)
+            pipe.hgetall(h)
+            pipe.lrange(f"{h}:log", 0, -1)
             fields, log = await pipe.execute()
         found = _alert(fields or {})
         if found is not None and history:
@@ -334,10 +370,10 @@ class AlertStore:
         ids = [_s(i) for i in newest]
         async with self.r.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(self._hash(i))
+                pipe.hgetall(self._hash(scope, i))
             rows = await pipe.execute()
         found = [_alert(r or {}) for r in rows]
-        # Expired by age, or moved to another audience: dropped from this index too.
+        # Expired by age: dropped from this index too.
         gone = [i for i, a in zip(ids, found, strict=True) if a is None or a.scope != scope]
         if gone:
             await self.r.zrem(index, *gone)
@@ -376,13 +412,7 @@ class AlertStore:
     async def reader(self, block: timedelta) -> AsyncIterator[AlertReader]:
         """A reader on a connection of its own: its blocking reads never hold one of the
         shared pool's connections, nor wait behind other commands."""
-        conn = Redis.from_url(
-            self.url,
-            decode_responses=True,
-            socket_connect_timeout=5,
-            socket_timeout=block.total_seconds() + 10,
-            single_connection_client=True,
-        )
+        conn = make_reader(self.url, block.total_seconds() + 10)
         try:
             yield AlertReader(conn, self, int(block.total_seconds() * 1000))
         finally:

@@ -35,6 +35,30 @@ VISIT_COLUMNS = [
 ]
 
 
+def visit_rows(
+    visits: Sequence[Visit], places: dict[str, dict[str, str]], now: datetime
+) -> list[list[Any]]:
+    """The ``visits`` rows of a batch (columns in :data:`VISIT_COLUMNS`), each with the
+    district and ward of its checkpoint."""
+    rows = []
+    for v in visits:
+        place = places.get(v.checkpoint_id) or {}
+        rows.append(
+            [
+                v.scan_id,
+                v.person_key,
+                v.checkpoint_id,
+                place.get("district", "unknown"),
+                place.get("ward", ""),
+                v.t_in,
+                v.t_out,
+                v.source,
+                now,
+            ]
+        )
+    return rows
+
+
 def connect(url: str) -> Client:
     if url.startswith("chdb:"):
         return clickhouse_connect.get_client(dsn=url)
@@ -105,23 +129,8 @@ class ClickHouse:
         """Columnar insert of a batch of visits (one insert per batch)."""
         if not visits:
             return
-        now = datetime.now(UTC)
-        cols: list[list[Any]] = [[] for _ in VISIT_COLUMNS]
-        for v in visits:
-            place = places.get(v.checkpoint_id) or {}
-            row = (
-                v.scan_id,
-                v.person_key,
-                v.checkpoint_id,
-                place.get("district", "unknown"),
-                place.get("ward", ""),
-                v.t_in,
-                v.t_out,
-                v.source,
-                now,
-            )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
+        rows = visit_rows(visits, places, datetime.now(UTC))
+        cols = [list(c) for c in zip(*rows, strict=True)]
         self.call(
             lambda c: c.insert(
                 f"{self.db}.visits", cols, column_names=VISIT_COLUMNS, column_oriented=True

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
@@ -20,7 +19,7 @@ from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
-from infra.residents import ClickHouseRegistry, ResidentStore
+from infra.residents import ClickHouseRegistry, ResidentStore, health_record_row
 from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from infra.staff import StaffStore
@@ -28,7 +27,7 @@ from infra.tracing_store import ClickHouseCandidates, TieredCandidates, TracingS
 from infra.webhooks import WebhookStore
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
-from registry.residents import IDENTITY_FIELDS, analytics_row
+from registry.residents import analytics_row
 from tracing.events import ExposureFlagged, HealthRecordImported
 from tracing.rules import ExposureRuleBook, load_exposure_rules
 from tracing.visits import Visit
@@ -109,21 +108,7 @@ class ClickHouseResidentSink:
     ) -> None:
         now = datetime.now(UTC)
         rows = [analytics_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
-        history = [
-            [
-                self.pseudonymize(e.person_id),
-                # keyed: the plain natural key hashes the ID number with guessable fields
-                self.pseudonymize("record:" + e.record_id),
-                e.kind,
-                orjson.dumps(
-                    {k: v for k, v in e.record.items() if k not in IDENTITY_FIELDS}
-                ).decode(),
-                int(e.supersedes),
-                e.import_id,
-                now,
-            ]
-            for e in facts
-        ]
+        history = [health_record_row(e, self.pseudonymize, now) for e in facts]
         await self.analytics.insert_health_records(history)
         await self.analytics.insert_residents(rows)
 

@@ -69,20 +69,25 @@ class Credentials:
             "organisation": organisation,
             "expires_at": expires.isoformat(),
         }
+        # The user's list of tokens first, then the token (its fields and expiry in one
+        # MULTI on its own key): the two keys are in different slots on a cluster, and in
+        # this order a token is never in force unless revoking its user finds it.
+        await self.r.sadd(f"{self.p}auth:user:{name}", token_hash(token))  # type: ignore[misc]
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
             pipe.expireat(key, expires)
-            pipe.sadd(f"{self.p}auth:user:{name}", token_hash(token))
             await pipe.execute()
         return token, expires
 
     async def revoke_user(self, name: str) -> int:
+        """Revoke every token of a person: the tokens first (one key each, in their own
+        slots), their list last, so a revocation cut short is finished by the next."""
         hashes = await self.r.smembers(f"{self.p}auth:user:{name}")  # type: ignore[misc]
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self.r.pipeline(transaction=False) as pipe:
             for h in hashes:
                 pipe.delete(f"{self.p}auth:token:{_s(h)}")
-            pipe.delete(f"{self.p}auth:user:{name}")
             await pipe.execute()
+        await self.r.delete(f"{self.p}auth:user:{name}")
         return len(hashes)
 
     async def person(self, token: str) -> Principal | None:

@@ -123,14 +123,24 @@ class KafkaLag:
             return 0
         return sum((await self._consumer.end_offsets(tps)).values())
 
-    async def lag(self, logical_topic: str = topics.SCANS) -> int:
+    async def pipeline(self) -> int:
+        """Scan records not yet fully stored: waiting for a worker on ``scans``, plus rows
+        waiting for the ClickHouse sink on ``store-rows``. 0 means every scan sent so far
+        is in Redis and ClickHouse."""
+        scans, rows = await asyncio.gather(
+            self.lag(topics.SCANS), self.lag(topics.STORE_ROWS, self.settings.sink_group)
+        )
+        return scans + rows
+
+    async def lag(self, logical_topic: str = topics.SCANS, group: str | None = None) -> int:
+        """Records of a topic that ``group`` (the workers' by default) has not committed."""
         assert self._admin and self._consumer, "KafkaLag.start() first"
         tps: Sequence[TopicPartition] = await self._partitions(logical_topic)
         if not tps:
             return 0
         ends = await self._consumer.end_offsets(list(tps))
         committed = await self._admin.list_consumer_group_offsets(
-            self.settings.app_id, partitions=list(tps)
+            group or self.settings.app_id, partitions=list(tps)
         )
         total = 0
         for tp in tps:

@@ -89,6 +89,7 @@ for _channel in ("sse", "webhook"):
 
 # The topics the worker's consumer group (Settings.app_id) reads: see streams/app.py.
 WORKER_TOPICS = (topics.SCANS, topics.HEALTH_RECORDS, topics.F0_REPORTS, topics.EXPOSURES)
+SINK_TOPICS = (topics.STORE_ROWS, topics.EXPOSURES, topics.REPORT_STATUS)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -133,7 +134,7 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 
 class LagSource(Protocol):
-    async def lag(self, logical_topic: str = ...) -> int: ...
+    async def lag(self, logical_topic: str = ..., group: str | None = ...) -> int: ...
 
     async def produced(self, logical_topic: str) -> int: ...
 
@@ -143,7 +144,7 @@ class ProcessedSource(Protocol):
 
 
 async def store_families(
-    lag: LagSource, index: ProcessedSource, timeout: float = 3.0
+    lag: LagSource, index: ProcessedSource, timeout: float = 3.0, sink_group: str = "dancu-sink"
 ) -> list[Metric]:
     """The figures that live in Kafka and Redis, read now. A store that does not answer
     within ``timeout`` leaves its figures out and shows ``dancu_metrics_source_up 0``:
@@ -166,11 +167,14 @@ async def store_families(
     async def from_kafka() -> list[Metric]:
         lags = GaugeMetricFamily(
             "dancu_consumer_lag",
-            "Records not yet processed by the worker's consumer group, by topic",
-            labels=["topic"],
+            "Records not yet processed by the workers' (group=worker) or the ClickHouse "
+            "sink's (group=sink) consumer group, by topic",
+            labels=["topic", "group"],
         )
         for name in WORKER_TOPICS:
-            lags.add_metric([name], await lag.lag(name))
+            lags.add_metric([name, "worker"], await lag.lag(name))
+        for name in SINK_TOPICS:
+            lags.add_metric([name, "sink"], await lag.lag(name, sink_group))
         dead = CounterMetricFamily(
             "dancu_dead_letters",
             "Records sent to the dead-letter topic (all processes; from Kafka's offsets)",

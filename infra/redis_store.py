@@ -1,11 +1,23 @@
-"""Redis adapters: the visit indexes (who was where, when), scan dedup and live counters.
+"""Redis adapters: the visit indexes (who was where, when), scan dedup and live counters;
+and the one place that connects to Redis, a single server or a Redis Cluster.
 
 Keys (all under ``Settings.redis_prefix``):
 - ``v:p:<person_key>`` sorted set, score t_in, member ``scan_id|checkpoint_id|t_out``
 - ``v:c:<checkpoint_id>`` sorted set, score t_in, member ``scan_id|person_key|t_out``
-- ``seen:<bucket>`` sorted sets of recorded scan ids (dedup), trimmed to the tracing window
-- ``stats:processed`` and ``stats:sec:<epoch>`` counters for the live dashboard
+- ``v:maxdur:<n>`` (64 shards by checkpoint) sorted sets: checkpoint → its longest stay
+- ``seen:{<n>}`` (64 buckets by scan id) sorted sets of recorded scan ids (dedup), trimmed
+  to the tracing window, each with its share of the processed count in
+  ``stats:processed:{<n>}`` (the same hash tag: one slot, so a mark and its count are
+  written by one atomic script on a cluster too); ``stats:sec:<epoch>`` per-second counts
 - ``cp:<checkpoint_id>`` hash: district, ward, type, capacity
+
+**A Redis Cluster** (``REDIS_URL=redis+cluster://host:port,host:port,…``) takes a
+multi-key operation (a script, MULTI/EXEC, MGET) only when all its keys hash to one slot.
+Every multi-key operation of the stores keeps its keys in one slot with a hash tag (the
+``{…}`` part of a key, after the prefix: a prefix must not contain braces, or every key
+would share its slot), or is split into single-key idempotent steps where atomicity is
+not needed (each such place says which). ``tests/unit/test_redis_slots.py`` checks the
+tags; ``tests/integration/test_redis_cluster.py`` runs every store on a real cluster.
 """
 
 from __future__ import annotations
@@ -17,24 +29,93 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode as SyncClusterNode
+from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.crc import key_slot
 from redis.retry import Retry as SyncRetry
 
 from tracing.visits import Visit
 
 # Dedup marks live in sorted sets (score = t_in) sharded by crc32(scan_id).
 SEEN_BUCKETS = 64
+# The longest stay per checkpoint, in sorted sets sharded by crc32(checkpoint_id).
+MAXDUR_SHARDS = 64
 # Visits per index script: a few milliseconds of Redis time each.
 MAX_PER_SCRIPT = 1000
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# Connections per cluster node (a cluster client cannot wait for a free one, as the
+# single server's blocking pool does: generous, so a burst of requests does not fail).
+CLUSTER_MAX_CONNECTIONS = 1024
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]] | None:
+    """The seed nodes of a cluster URL (``redis+cluster://[user:pass@]h:p,h:p``); None
+    for a single server's URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in CLUSTER_SCHEMES:
+        return None
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"REDIS_URL: {item!r} is not host:port (a cluster seed)")
+        nodes.append((host.strip("[]"), int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("REDIS_URL: a Redis Cluster has database 0 only")
+    return nodes
+
+
+def _credentials(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, _, password = userinfo.partition(":")
+    return {
+        "username": unquote(user) or None,
+        "password": unquote(password) or None,
+        "ssl": parts.scheme.startswith("rediss"),
+    }
+
+
+def is_cluster(client: object) -> bool:
+    """Is this client (async or sync) a Redis Cluster client?"""
+    return isinstance(client, AsyncRedisCluster | SyncRedisCluster)
+
+
+def slot(key: str) -> int:
+    """The cluster hash slot of a key (its ``{tag}`` when it has one)."""
+    return key_slot(key.encode())
 
 
 def make_redis(url: str) -> Redis:
     """A client that reconnects by itself: a restarted server costs a retry, not an error;
-    a server that stops answering is a timeout, never a hang."""
+    a server that stops answering is a timeout, never a hang. A cluster URL gives a
+    cluster client (typed as :class:`Redis`: it offers every command the stores use, and
+    the cluster test runs each store on it)."""
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5)
+    nodes = cluster_nodes(url)
+    if nodes is not None:
+        cluster = AsyncRedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+            decode_responses=True,
+            max_connections=CLUSTER_MAX_CONNECTIONS,
+            health_check_interval=30,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            retry=retry,
+            **_credentials(url),
+        )
+        return cast(Redis, cluster)
     # Many concurrent requests wait for a free connection (up to the timeout) rather than
     # fail with "Too many connections" past the pool's size.
     pool = BlockingConnectionPool.from_url(
@@ -45,25 +126,71 @@ def make_redis(url: str) -> Redis:
         health_check_interval=30,
         socket_connect_timeout=5,
         socket_timeout=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        retry=retry,
     )
     return Redis.from_pool(pool)  # closing the client closes its pool
 
 
-# One batch of visits, written inside Redis by one script (atomic like MULTI/EXEC, and
-# one command to pack instead of three per key):
+def make_reader(url: str, socket_timeout: float) -> Redis:
+    """A client of its own for blocking reads (XREAD … BLOCK): they never hold one of the
+    shared pool's connections. On a cluster, a client with its own small pools (a read
+    goes to the node of its key, and follows the key if it moves)."""
+    nodes = cluster_nodes(url)
+    if nodes is not None:
+        cluster = AsyncRedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+            decode_responses=True,
+            max_connections=4,
+            socket_connect_timeout=5,
+            socket_timeout=socket_timeout,
+            **_credentials(url),
+        )
+        return cast(Redis, cluster)
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_timeout=socket_timeout,
+        single_connection_client=True,
+    )
+
+
+def queue_script(pipe: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queue a registered Lua script on a sync pipeline. A cluster pipeline refuses
+    EVALSHA (redis-py cannot load scripts on its nodes first), so it gets the script's
+    text (EVAL; Redis caches the compiled script by its digest)."""
+    if isinstance(pipe, SyncRedisCluster):  # its pipelines are cluster clients too
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    else:
+        script(keys=keys, args=args, client=pipe)
+
+
+async def queue_script_async(
+    pipe: Any, script: Any, keys: Sequence[str], args: Sequence[Any]
+) -> None:
+    """:func:`queue_script` for redis.asyncio pipelines."""
+    if isinstance(pipe, AsyncClusterPipeline):
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    else:
+        await script(keys=keys, args=args, client=pipe)
+
+
+# One batch of visits, written inside Redis by one script on a single server (atomic like
+# MULTI/EXEC, and one command to pack instead of three per key):
 #   index keys: ZADD the visits, trim to the window by the key's newest event, EXPIRE;
-#   seen buckets: ZADD the scan ids, count the newly added, trim by event time;
-#   counters: grow by what was newly added only (a replayed batch counts nothing).
-#   the longest visit per checkpoint (v:maxdur): how far back a range read must start.
-# KEYS: index keys, seen buckets, stats:processed, stats:sec:<now>, v:maxdur
-# ARGV: #index keys, #buckets, window, count (0/1), then per key: n, the trim cutoff
-# (exclusive: the key's newest event minus the window), then n (score, member) pairs,
-# then #durations and (checkpoint, seconds) pairs
+#   seen buckets: ZADD the scan ids, count the newly added, trim by event time, and grow
+#     the bucket's processed counter by what was newly added only (a replay counts
+#     nothing); the per-second counter by the batch's total;
+#   the longest visit per checkpoint (v:maxdur shards, ZADD GT): how far back a range
+#     read must start.
+# KEYS: index keys, then (bucket, its counter) pairs, then stats:sec:<now>, then the
+# maxdur shards. ARGV: window, count (0/1), #index keys, #buckets, #shards, then per index
+# key and bucket: n, the trim cutoff (exclusive: the key's newest event minus the window),
+# n (score, member) pairs; then per shard: n and n (seconds, checkpoint) pairs.
 _ADD_VISITS = """
-local nkeys, nbuckets = tonumber(ARGV[1]), tonumber(ARGV[2])
-local window, count = ARGV[3], tonumber(ARGV[4])
-local i, added = 5, 0
+local window, count = ARGV[1], tonumber(ARGV[2])
+local nidx, nbuckets, nshards = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local i, k, added = 6, 1, 0
 local function put(key)
   local n, cutoff = tonumber(ARGV[i]), ARGV[i + 1]
   i = i + 2
@@ -75,26 +202,42 @@ local function put(key)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', cutoff)
   return new
 end
-for k = 1, nkeys do
+for _ = 1, nidx do
   put(KEYS[k])
   redis.call('EXPIRE', KEYS[k], window)
+  k = k + 1
 end
-for b = 1, nbuckets do
-  added = added + put(KEYS[nkeys + b])
+for _ = 1, nbuckets do
+  local new = put(KEYS[k])
+  if count == 1 and new > 0 then redis.call('INCRBY', KEYS[k + 1], new) end
+  added = added + new
+  k = k + 2
 end
 if count == 1 and added > 0 then
-  redis.call('INCRBY', KEYS[nkeys + nbuckets + 1], added)
-  redis.call('INCRBY', KEYS[nkeys + nbuckets + 2], added)
-  redis.call('EXPIRE', KEYS[nkeys + nbuckets + 2], 120)
+  redis.call('INCRBY', KEYS[k], added)
+  redis.call('EXPIRE', KEYS[k], 120)
 end
-local ndur = tonumber(ARGV[i])
-local maxdur = KEYS[nkeys + nbuckets + 3]
-for d = 0, ndur - 1 do
-  local cp, secs = ARGV[i + 1 + 2 * d], tonumber(ARGV[i + 2 + 2 * d])
-  local old = tonumber(redis.call('HGET', maxdur, cp) or '0')
-  if secs > old then redis.call('HSET', maxdur, cp, secs) end
+k = k + 1
+for _ = 1, nshards do
+  local n = tonumber(ARGV[i])
+  if n > 0 then redis.call('ZADD', KEYS[k], 'GT', unpack(ARGV, i + 1, i + 2 * n)) end
+  i = i + 1 + 2 * n
+  k = k + 1
 end
 return added
+"""
+
+# On a cluster, one seen bucket and its counter (one slot, by their hash tag): ZADD the
+# marks, trim by event time, count the newly added. KEYS: bucket, counter. ARGV: count
+# (0/1), the trim cutoff, then (score, scan id) pairs.
+_MARK_SEEN = """
+local new = 0
+for j = 3, #ARGV, 7000 do
+  new = new + redis.call('ZADD', KEYS[1], unpack(ARGV, j, math.min(j + 6999, #ARGV)))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if ARGV[1] == '1' and new > 0 then redis.call('INCRBY', KEYS[2], new) end
+return new
 """
 
 
@@ -114,16 +257,47 @@ def _visit(scan_id: str, person_key: str, checkpoint_id: str, t_in: float, t_out
 
 
 def sync_twin(redis: Redis) -> SyncRedis:
-    """A sync client to the same server: bulk writes run it in a worker thread, where its
-    command packer is hiredis's (C), several times faster than redis.asyncio's."""
+    """A sync client to the same server (or cluster): bulk writes run it in a worker
+    thread, where its command packer is hiredis's (C), several times faster than
+    redis.asyncio's."""
+    retry = SyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5)
+    if isinstance(redis, AsyncRedisCluster):
+        kw = redis.connection_kwargs
+        cluster = SyncRedisCluster(
+            startup_nodes=[SyncClusterNode(n.host, n.port) for n in redis.startup_nodes],
+            decode_responses=bool(kw.get("decode_responses")),
+            username=kw.get("username"),
+            password=kw.get("password"),
+            ssl=kw.get("connection_class") is SSLConnection,
+            max_connections=CLUSTER_MAX_CONNECTIONS,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            retry=retry,
+        )
+        return cast(SyncRedis, cluster)
     kwargs = redis.connection_pool.connection_kwargs
     keep = ("host", "port", "db", "password", "username", "decode_responses", "ssl", "path")
     return SyncRedis(
         **{k: v for k, v in kwargs.items() if k in keep},
         socket_connect_timeout=5,
         socket_timeout=30,
-        retry=SyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        retry=retry,
     )
+
+
+def seen_bucket(scan_id: str) -> int:
+    """The dedup bucket of a scan."""
+    return zlib.crc32(scan_id.encode()) % SEEN_BUCKETS
+
+
+def seen_keys(prefix: str, bucket: int) -> tuple[str, str]:
+    """A dedup bucket and its processed counter: one hash tag, so one slot."""
+    return f"{prefix}seen:{{{bucket}}}", f"{prefix}stats:processed:{{{bucket}}}"
+
+
+def maxdur_key(prefix: str, checkpoint_id: str) -> str:
+    """The shard holding a checkpoint's longest stay (only single-key commands touch it)."""
+    return f"{prefix}v:maxdur:{zlib.crc32(checkpoint_id.encode()) % MAXDUR_SHARDS}"
 
 
 class VisitIndex:
@@ -134,7 +308,9 @@ class VisitIndex:
         self.p = prefix
         self.window_s = int(window.total_seconds())
         self._sync = sync_twin(redis)
+        self.cluster = is_cluster(redis)
         self._add_visits = self._sync.register_script(_ADD_VISITS)
+        self._mark_seen = self._sync.register_script(_MARK_SEEN)
 
     def _person(self, key: str) -> str:
         return f"{self.p}v:p:{key}"
@@ -142,12 +318,8 @@ class VisitIndex:
     def _checkpoint(self, cp: str) -> str:
         return f"{self.p}v:c:{cp}"
 
-    @property
-    def _maxdur(self) -> str:
-        return f"{self.p}v:maxdur"
-
     def _seen_bucket(self, scan_id: str) -> str:
-        return f"{self.p}seen:{zlib.crc32(scan_id.encode()) % SEEN_BUCKETS}"
+        return seen_keys(self.p, seen_bucket(scan_id))[0]
 
     async def unseen(self, scan_ids: Sequence[str]) -> list[bool]:
         """For each scan id: True when it has not been recorded yet (one ZMSCORE a bucket)."""
@@ -179,14 +351,14 @@ class VisitIndex:
         """Index visits and mark their scans seen; returns how many were new.
 
         Idempotent and convergent: members carry the scan id, and the counters grow by
-        what the seen-marks newly gained, counted inside Redis by the same atomic script,
-        so a retry after a lost reply counts nothing twice. Each key is trimmed to the
-        tracing window by event time on every write (its newest visit minus the window).
+        what the seen-marks newly gained, counted inside Redis by the same atomic script
+        as the marks, so a retry after a lost reply counts nothing twice. Each key is
+        trimmed to the tracing window by event time on every write (its newest visit
+        minus the window).
         """
-        now = int(time.time())
         people: dict[str, dict[str, float]] = defaultdict(dict)
         places: dict[str, dict[str, float]] = defaultdict(dict)
-        seen: dict[str, dict[str, float]] = defaultdict(dict)
+        seen: dict[int, dict[str, float]] = defaultdict(dict)
         longest: dict[str, int] = {}
         for v in visits:
             t_in = v.t_in.timestamp()
@@ -196,30 +368,108 @@ class VisitIndex:
                 longest[v.checkpoint_id] = stay
             people[self._person(v.person_key)][f"{v.scan_id}|{v.checkpoint_id}|{t_out}"] = t_in
             places[self._checkpoint(v.checkpoint_id)][f"{v.scan_id}|{v.person_key}|{t_out}"] = t_in
-            seen[self._seen_bucket(v.scan_id)][v.scan_id] = t_in
+            seen[seen_bucket(v.scan_id)][v.scan_id] = t_in
         if not seen:
             return 0
         index = {**people, **places}
-        keys = [
-            *index,
-            *seen,
-            f"{self.p}stats:processed",
-            f"{self.p}stats:sec:{now}",
-            self._maxdur,
-        ]
-        args: list[str | float | int] = [len(index), len(seen), self.window_s, int(count)]
-        for group in (index, seen):
-            for members in group.values():
-                args.append(len(members))
-                args.append(f"({max(members.values()) - self.window_s}")
-                for member, score in members.items():
-                    args.append(score)
-                    args.append(member)
-        args.append(len(longest))
+        shards: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for cp, stay in longest.items():
-            args.append(cp)
-            args.append(stay)
-        return int(await asyncio.to_thread(self._add_visits, keys=keys, args=args))
+            shards[maxdur_key(self.p, cp)].append((stay, cp))
+        write = self._write_cluster if self.cluster else self._write_one
+        return await asyncio.to_thread(write, index, seen, shards, count)
+
+    def _cutoff(self, members: dict[str, float]) -> str:
+        return f"({max(members.values()) - self.window_s}"
+
+    def _write_one(
+        self,
+        index: dict[str, dict[str, float]],
+        seen: dict[int, dict[str, float]],
+        shards: dict[str, list[tuple[int, str]]],
+        count: bool,
+    ) -> int:
+        """A single server: the whole batch in one atomic script."""
+        keys = [*index]
+        for b in seen:
+            keys.extend(seen_keys(self.p, b))
+        keys.append(f"{self.p}stats:sec:{int(time.time())}")
+        keys.extend(shards)
+        args: list[str | float | int] = [
+            self.window_s,
+            int(count),
+            len(index),
+            len(seen),
+            len(shards),
+        ]
+        for members in (*index.values(), *seen.values()):
+            args.append(len(members))
+            args.append(self._cutoff(members))
+            for member, score in members.items():
+                args.append(score)
+                args.append(member)
+        for pairs in shards.values():
+            args.append(len(pairs))
+            for stay, cp in pairs:
+                args.append(stay)
+                args.append(cp)
+        return int(self._add_visits(keys=keys, args=args))
+
+    def _write_cluster(
+        self,
+        index: dict[str, dict[str, float]],
+        seen: dict[int, dict[str, float]],
+        shards: dict[str, list[tuple[int, str]]],
+        count: bool,
+    ) -> int:
+        """A cluster: the batch's keys live on every node, so it is written in three
+        steps, each idempotent, in an order that keeps the invariants of the single
+        script: (1) the index keys and the longest stays, as single-key commands; (2) once
+        they are written, the seen marks with their counters, one atomic script per
+        bucket (a mark and its count share a slot), so a scan is marked recorded only
+        when it is indexed and a replay counts nothing twice; (3) the per-second rate
+        counter, by what step 2 newly added (lost if the process dies right before it:
+        it feeds a 10-second dashboard rate, not a count)."""
+        pipe = self._sync.pipeline(transaction=False)
+        for key, members in index.items():
+            pipe.zadd(key, members)
+            pipe.zremrangebyscore(key, "-inf", self._cutoff(members))
+            pipe.expire(key, self.window_s)
+        for key, pairs in shards.items():
+            pipe.zadd(key, {cp: stay for stay, cp in pairs}, gt=True)
+        pipe.execute()
+        pipe = self._sync.pipeline(transaction=False)
+        for b, members in seen.items():
+            args: list[str | float | int] = [int(count), self._cutoff(members)]
+            for member, score in members.items():
+                args.append(score)
+                args.append(member)
+            queue_script(pipe, self._mark_seen, seen_keys(self.p, b), args)
+        added = sum(int(n) for n in cast(list[Any], pipe.execute()))
+        if count and added:
+            pipe = self._sync.pipeline(transaction=False)
+            second = f"{self.p}stats:sec:{int(time.time())}"
+            pipe.incrby(second, added)
+            pipe.expire(second, 120)
+            pipe.execute()
+        return added
+
+    def _longest_sync(self, names: Sequence[str]) -> dict[str, float]:
+        """The longest stay seen at each checkpoint (those with any)."""
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for name in sorted(set(names)):
+            by_shard[maxdur_key(self.p, name)].append(name)
+        if not by_shard:
+            return {}
+        pipe = self._sync.pipeline(transaction=False)
+        for key, members in by_shard.items():
+            pipe.zmscore(key, members)
+        found = cast(list[Any], pipe.execute())
+        out: dict[str, float] = {}
+        for members, scores in zip(by_shard.values(), found, strict=True):
+            for name, score in zip(members, scores, strict=True):
+                if score:
+                    out[name] = float(score)
+        return out
 
     def close_sync(self) -> None:
         self._sync.close()
@@ -267,9 +517,7 @@ class VisitIndex:
     def _count_sync(self, queries: Sequence[tuple[str, datetime, datetime]]) -> list[int]:
         if not queries:
             return []
-        names = sorted({q[0] for q in queries})
-        longest = cast(list[Any], self._sync.hmget(self._maxdur, names))
-        back = {n: float(d) for n, d in zip(names, longest, strict=True) if d}
+        back = self._longest_sync([q[0] for q in queries])
         day = MAX_VISIT.total_seconds()
         out: list[int] = []
         for i in range(0, len(queries), 1000):
@@ -288,9 +536,7 @@ class VisitIndex:
         out: list[list[Visit]] = []
         back: dict[str, float] = {}
         if not person and queries:
-            names = sorted({q[0] for q in queries})
-            longest = cast(list[Any], self._sync.hmget(self._maxdur, names))
-            back = {n: float(d) for n, d in zip(names, longest, strict=True) if d}
+            back = self._longest_sync([q[0] for q in queries])
         day = MAX_VISIT.total_seconds()
         for i in range(0, len(queries), 1000):
             part = queries[i : i + 1000]
@@ -320,18 +566,27 @@ class VisitIndex:
         """Drop dedup marks older than the tracing window (called periodically)."""
         async with self.r.pipeline(transaction=False) as pipe:
             for b in range(SEEN_BUCKETS):
-                pipe.zremrangebyscore(f"{self.p}seen:{b}", "-inf", cutoff)
+                pipe.zremrangebyscore(seen_keys(self.p, b)[0], "-inf", cutoff)
             await pipe.execute()
 
+    async def _sum(self, keys: Sequence[str]) -> int:
+        """The sum of counters (GETs in a pipeline: on a cluster they live on every node,
+        where one MGET could not read them)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute()
+        return sum(int(v or 0) for v in values)
+
     async def processed(self) -> int:
-        return int(await self.r.get(f"{self.p}stats:processed") or 0)
+        """Scans recorded (all workers): the sum of the dedup buckets' counters."""
+        return await self._sum([seen_keys(self.p, b)[1] for b in range(SEEN_BUCKETS)])
 
     async def rate(self, seconds: int = 10) -> float:
         """Scans recorded per second over the last ``seconds`` whole seconds."""
         now = int(time.time())
         keys = [f"{self.p}stats:sec:{t}" for t in range(now - seconds, now)]
-        values = await self.r.mget(keys)
-        return sum(int(v or 0) for v in values) / seconds
+        return await self._sum(keys) / seconds
 
     async def count_indexed(self) -> tuple[int, int]:
         """Distinct visits in the person index and in the checkpoint index (a full scan)."""

@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from infra.clickhouse import ClickHouse
 from infra.redis_store import sync_twin
 from registry.rebuild import PastRecord
-from registry.residents import ANALYTICS_COLUMNS, Identity
+from registry.residents import ANALYTICS_COLUMNS, IDENTITY_FIELDS, Identity
+from tracing.events import HealthRecordImported
 
 HEALTH_RECORD_COLUMNS = [
     "person_key",
@@ -25,6 +26,25 @@ HEALTH_RECORD_COLUMNS = [
     "import_id",
     "applied_at",
 ]
+
+
+def health_record_row(
+    e: HealthRecordImported, pseudonymize: Callable[[str], str], now: datetime
+) -> list[object]:
+    """The ``health_records`` row of an applied record (columns in
+    :data:`HEALTH_RECORD_COLUMNS`): pseudonymous, identity fields left out."""
+    return [
+        pseudonymize(e.person_id),
+        # keyed: the plain natural key hashes the ID number with guessable fields
+        pseudonymize("record:" + e.record_id),
+        e.kind,
+        orjson.dumps({k: v for k, v in e.record.items() if k not in IDENTITY_FIELDS}).decode(),
+        int(e.supersedes),
+        e.import_id,
+        now,
+    ]
+
+
 CHECKPOINT_COLUMNS = [
     "checkpoint_id",
     "name",
@@ -258,7 +278,11 @@ class ResidentStore:
                     **{k: v for k, v in updates[pid].items() if k in TESTING_FIELDS},
                 }
         horizon = (datetime.now(UTC) - timedelta(days=TESTING_DAYS)).timestamp()
-        async with self.r.pipeline(transaction=True) as pipe:
+        # Not MULTI/EXEC: residents and districts' lists live in different slots on a
+        # cluster. Each command stands alone and is idempotent (the fields, and the list
+        # entries derived from them), so a batch cut short is completed by its replay; a
+        # reader of a list checks each person's record anyway.
+        async with self.r.pipeline(transaction=False) as pipe:
             for person_id, fields in updates.items():
                 pipe.hset(self.key(person_id), mapping=fields)  # type: ignore[arg-type]
             for person_id, f in known.items():

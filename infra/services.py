@@ -16,12 +16,17 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 from infra.settings import Settings
 
 # The largest record the broker takes (a device batch is one record); a Kafka cluster
 # for dancu needs the same (docker-compose.yml sets it).
 MESSAGE_MAX_BYTES = 10 << 20
+# Residents are ~17-field hashes whose addresses exceed 64 bytes: keep them in Redis's
+# compact listpack encoding (about 3x less memory than a hashtable). The single server
+# and every node of a Redis Cluster (infra/redis_cluster.py) run with it.
+REDIS_MEMORY_ARGS = ["--hash-max-listpack-value", "512"]
 
 
 class ServiceError(RuntimeError):
@@ -31,7 +36,7 @@ class ServiceError(RuntimeError):
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
-    state: str  # running | stopped | external
+    state: str  # running | starting | stopped | external | degraded (a cluster short of nodes)
     endpoint: str
     pid: int | None = None
     detail: str = ""
@@ -201,10 +206,7 @@ class RedisService(_Service):
             str(self.logs / "redis.log"),
             "--daemonize",
             "no",
-            # Residents are ~17-field hashes whose addresses exceed 64 bytes: keep them in
-            # the compact listpack encoding (about 3x less memory than a hashtable).
-            "--hash-max-listpack-value",
-            "512",
+            *REDIS_MEMORY_ARGS,
         ]
 
 
@@ -230,78 +232,22 @@ class KafkaService(_Service):
 
     def resolve_jars(self) -> Path:
         """Copy the broker jars from Maven Central (cached in ~/.m2) once."""
-        marker = self.libs / ".resolved"
-        pom = resources.files("infra").joinpath("kafka", "pom.xml")
-        if marker.exists() and marker.read_text() == pom.read_text():
-            return self.libs
-        if shutil.which("mvn") is None:
-            raise ServiceError("kafka: Maven (mvn) is needed to resolve the broker jars")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        with resources.as_file(pom) as pom_path:
-            result = subprocess.run(
-                [
-                    "mvn",
-                    "-q",
-                    "-B",
-                    "-f",
-                    str(pom_path),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={self.libs}",
-                    "-DincludeScope=runtime",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise ServiceError(
-                "kafka: mvn could not resolve the broker jars:\n"
-                + result.stdout[-2000:]
-                + result.stderr[-2000:]
-            )
-        marker.write_text(pom.read_text())
-        return self.libs
+        return resolve_kafka_jars(self.libs)
 
     def _java(self, *args: str) -> list[str]:
-        log4j = resources.files("infra").joinpath("kafka", "log4j.properties")
-        return [
-            "java",
-            f"-Xmx{self.settings.kafka.heap}",
-            f"-Xms{self.settings.kafka.heap}",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.logs}",
-            f"-Dlog4j.configuration=file:{log4j}",
-            "-cp",
-            f"{self.libs}/*",
-            *args,
-        ]
+        return kafka_java(self.libs, self.logs, self.settings.kafka.heap, *args)
 
     def _properties(self) -> Path:
         k = self.settings.kafka
         props = self.root / "server.properties"
         props.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{k.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{k.port},CONTROLLER://127.0.0.1:{k.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{k.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={self.root / 'data'}",
-                    f"num.partitions={k.partitions}",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=4",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=true",
-                    "log.retention.hours=720",
-                    f"message.max.bytes={MESSAGE_MAX_BYTES}",
-                    "",
-                ]
+            kafka_properties(
+                node_id=1,
+                port=k.port,
+                controller_port=k.controller_port,
+                voters=f"1@127.0.0.1:{k.controller_port}",
+                data=self.root / "data",
+                partitions=k.partitions,
             )
         )
         return props
@@ -316,25 +262,14 @@ class KafkaService(_Service):
             raise ServiceError("kafka: a JDK (java) is needed to run the broker")
         self.resolve_jars()
         props = self._properties()
-        if not (self.root / "data" / "meta.properties").exists():
-            result = subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    _cluster_id(),
-                    "-c",
-                    str(props),
-                    "--ignore-formatted",
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise ServiceError(
-                    "kafka: formatting storage failed:\n" + result.stdout + result.stderr
-                )
+        format_kafka_storage(
+            self.libs,
+            self.logs,
+            self.settings.kafka.heap,
+            props,
+            self.root / "data",
+            new_cluster_id(),
+        )
 
     def _command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.root / "server.properties"))
@@ -346,10 +281,136 @@ class KafkaService(_Service):
         return broker_ready(self.endpoint)
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
+    """A random KRaft cluster ID (every node of one cluster is formatted with the same)."""
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# The broker's building blocks, shared by the single broker above and the N-broker cluster
+# of infra/kafka_cluster.py: one set of jars, one JVM command line, one server.properties.
+
+
+def resolve_kafka_jars(libs: Path) -> Path:
+    """Copy the broker jars from Maven Central (cached in ~/.m2) into ``libs`` once."""
+    marker = libs / ".resolved"
+    pom = resources.files("infra").joinpath("kafka", "pom.xml")
+    if marker.exists() and marker.read_text() == pom.read_text():
+        return libs
+    if shutil.which("mvn") is None:
+        raise ServiceError("kafka: Maven (mvn) is needed to resolve the broker jars")
+    libs.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(pom) as pom_path:
+        result = subprocess.run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(pom_path),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise ServiceError(
+            "kafka: mvn could not resolve the broker jars:\n"
+            + result.stdout[-2000:]
+            + result.stderr[-2000:]
+        )
+    marker.write_text(pom.read_text())
+    return libs
+
+
+def kafka_java(libs: Path, logs: Path, heap: str, *args: str) -> list[str]:
+    """The JVM command line running a Kafka class from ``libs``, logging into ``logs``."""
+    log4j = resources.files("infra").joinpath("kafka", "log4j.properties")
+    return [
+        "java",
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={logs}",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        f"{libs}/*",
+        *args,
+    ]
+
+
+def kafka_properties(
+    *,
+    node_id: int,
+    port: int,
+    controller_port: int,
+    voters: str,
+    data: Path,
+    partitions: int,
+    replication: int = 1,
+    min_insync: int = 1,
+) -> str:
+    """server.properties of one combined broker+controller node on 127.0.0.1. ``voters``
+    is the quorum (``1@127.0.0.1:19093,2@…``); ``replication``/``min_insync`` are the
+    defaults of new topics and of Kafka's own (offsets, transactions): 1/1 for one broker,
+    3/2 for a cluster of three, where no leader is ever elected from outside the ISR."""
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}",
+            f"num.partitions={partitions}",
+            f"default.replication.factor={replication}",
+            f"min.insync.replicas={min_insync}",
+            "unclean.leader.election.enable=false",
+            f"offsets.topic.replication.factor={replication}",
+            "offsets.topic.num.partitions=4",
+            f"transaction.state.log.replication.factor={replication}",
+            f"transaction.state.log.min.isr={min_insync}",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "log.retention.hours=720",
+            f"message.max.bytes={MESSAGE_MAX_BYTES}",
+            "",
+        ]
+    )
+
+
+def format_kafka_storage(
+    libs: Path, logs: Path, heap: str, props: Path, data: Path, cluster_id: str
+) -> None:
+    """Format a node's KRaft storage once (a formatted ``data`` is left as it is)."""
+    if (data / "meta.properties").exists():
+        return
+    result = subprocess.run(
+        kafka_java(
+            libs,
+            logs,
+            heap,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError("kafka: formatting storage failed:\n" + result.stdout + result.stderr)
 
 
 def _apt_install(package: str) -> None:
@@ -364,8 +425,33 @@ def _apt_install(package: str) -> None:
             raise ServiceError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
-def services(settings: Settings) -> list[_Service]:
-    return [KafkaService(settings), RedisService(settings)]
+class Service(Protocol):
+    """What ``dancu services`` drives: a single process (:class:`_Service`) or a local
+    Kafka cluster (infra/kafka_cluster.py)."""
+
+    name: str
+
+    def start(self, timeout: float = ...) -> ServiceStatus: ...
+
+    def stop(self, timeout: float = ...) -> ServiceStatus: ...
+
+    def status(self) -> ServiceStatus: ...
+
+
+def _redis_service(settings: Settings) -> Service:
+    if settings.redis.cluster:  # REDIS_CLUSTER=1: three masters instead of one server
+        from infra.redis_cluster import RedisClusterService  # it builds on this module
+
+        return RedisClusterService(settings)
+    return RedisService(settings)
+
+
+def services(settings: Settings) -> list[Service]:
+    if settings.kafka.brokers > 1:
+        from infra.kafka_cluster import KafkaClusterService  # it builds on this module
+
+        return [KafkaClusterService(settings), _redis_service(settings)]
+    return [KafkaService(settings), _redis_service(settings)]
 
 
 def start_all(settings: Settings) -> list[ServiceStatus]:

@@ -7,7 +7,7 @@ Embedded defaults run everything on this machine; ``KAFKA_BOOTSTRAP``, ``REDIS_U
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,14 +25,56 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = 1
     min_insync_replicas: int = 1
     heap: str = "768m"
+    # The embedded Kafka's brokers: 1, or a local KRaft cluster (`KAFKA_BROKERS=3 dancu
+    # services start`, infra/kafka_cluster.py) on port, port+1, …, whose replication
+    # defaults become 3 (at most the brokers) / 2 and heap 512m per broker unless set.
+    brokers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        try:
+            brokers = int(data.get("brokers", 1))
+        except (TypeError, ValueError):
+            return data  # the field's own validation names the problem
+        if brokers > 1:
+            replication = min(3, brokers)
+            data = {
+                "replication_factor": replication,
+                "min_insync_replicas": 2 if replication >= 3 else 1,
+                "heap": "512m",
+                **data,
+            }
+        return data
+
+    @property
+    def broker_ports(self) -> list[int]:
+        """The embedded brokers' client ports: port, port+1, …"""
+        return [self.port + i for i in range(self.brokers)]
+
+    @property
+    def controller_ports(self) -> list[int]:
+        """The embedded brokers' controller ports: controller_port, +1, …; or, when those
+        would collide with the client ports (19093 is the second broker's with the
+        defaults), the ports right after the last client port."""
+        ports = [self.controller_port + i for i in range(self.brokers)]
+        if set(ports) & set(self.broker_ports):
+            return [self.port + self.brokers + i for i in range(self.brokers)]
+        return ports
 
 
 class RedisSettings(BaseSettings):
-    """``REDIS_URL`` set means an external server; unset means the embedded one."""
+    """``REDIS_URL`` set means an external server (or cluster: ``redis+cluster://h:p,…``);
+    unset means the embedded one."""
 
     model_config = SettingsConfigDict(env_prefix="REDIS_", frozen=True)
     url: str | None = None
     port: int = 16379
+    # The embedded Redis as a three-master Redis Cluster (`REDIS_CLUSTER=1 dancu services
+    # start`, infra/redis_cluster.py) on port, port+1 and port+2.
+    cluster: bool = False
 
 
 class ClickHouseSettings(BaseSettings):
@@ -73,6 +115,12 @@ class Settings(BaseSettings):
     # bucket of this many requests refilled at this rate per second (api/ratelimit.py).
     checkin_burst: int = Field(default=60, ge=1)
     checkin_rate: float = Field(default=5.0, gt=0)
+    # Requests in flight (api/flood.py, 429 over a cap): per client (its address and the
+    # credential it claims; 4x that per address), in the general pool (the gate's pool and
+    # alert streams get twice as many each), and MiB of large request bodies being read.
+    flood_per_client: int = Field(default=64, ge=1)
+    flood_in_flight: int = Field(default=512, ge=1)
+    flood_body_mib: int = Field(default=64, ge=1)
     # The exposure rulebook (versions, dwell per checkpoint type, the brake); the packaged
     # tracing/data/exposure_rules.yaml when unset. hold_above overrides the brake's limit.
     exposure_rules_file: Path | None = None
@@ -108,11 +156,16 @@ class Settings(BaseSettings):
     # Resolved endpoints -------------------------------------------------------------
     @property
     def kafka_bootstrap(self) -> str:
-        return self.kafka.bootstrap or f"127.0.0.1:{self.kafka.port}"
+        return self.kafka.bootstrap or ",".join(f"127.0.0.1:{p}" for p in self.kafka.broker_ports)
 
     @property
     def redis_url(self) -> str:
-        return self.redis.url or f"redis://127.0.0.1:{self.redis.port}/0"
+        if self.redis.url:
+            return self.redis.url
+        if self.redis.cluster:
+            ports = range(self.redis.port, self.redis.port + 3)
+            return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        return f"redis://127.0.0.1:{self.redis.port}/0"
 
     @property
     def clickhouse_url(self) -> str:
@@ -132,6 +185,11 @@ class Settings(BaseSettings):
         if self.webhook_allow is None:
             return [] if self.env == "production" else ["127.0.0.1", "::1", "localhost"]
         return [h.strip() for h in self.webhook_allow.split(",") if h.strip()]
+
+    @property
+    def sink_group(self) -> str:
+        """The consumer group of the store's owner (the ClickHouse sink)."""
+        return f"{self.app_id}-sink"
 
     def topic(self, name: str) -> str:
         """The real topic name for a logical one (``scans`` → ``<prefix>scans``)."""

@@ -5,15 +5,22 @@ Keys (under ``Settings.redis_prefix``):
   visits in the window), ``iv`` (the infectious intervals it registered)
 - ``reps`` sorted set of report IDs by ``reported_at``; ``rep:by:<person_key>`` the
   reports about one person
-- ``inf:c:<checkpoint_id>`` sorted set of infectious intervals there (score t_in), with
-  ``inf:cps`` the set of checkpoints that have any; ``inf:p:<person_key>`` the active
-  reports an infectious person belongs to, with ``inf:people`` the set of such people.
-  The scan stream is joined against these (:meth:`TracingStore.touched`).
+- ``inf:c:{c<n>}:<checkpoint_id>`` sorted set of infectious intervals there (score
+  t_in), with ``inf:cps:{c<n>}`` the set of checkpoints that have any (64 shards by
+  checkpoint: a directory shard and its members' keys share a hash tag, so the prune's
+  check-and-remove is one atomic script on a cluster too); ``inf:p:{p<n>}:<person_key>``
+  the active reports an infectious person belongs to, with ``inf:people:{p<n>}`` the set
+  of such people. The scan stream is joined against these (:meth:`TracingStore.touched`).
+
+On a Redis Cluster a report's hash, the report index and a person's reports live in
+different slots: the writes that span them are single-key idempotent steps, ordered so
+that a step cut short leaves nothing a reader trusts (each method says how).
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,7 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from infra.clickhouse import ClickHouse, as_utc
-from infra.redis_store import VisitIndex
+from infra.redis_store import VisitIndex, queue_script_async
 from tracing.exposure import Exposure, ExposureRules, Interval, spends
 from tracing.reports import (
     ReportState,
@@ -59,11 +66,40 @@ def _s(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+INF_SHARDS = 64  # directory shards of the infectious checkpoints and people
+_DIRECTORY = {"c": "cps", "p": "people"}
+
+
+def _shard(prefix: str, kind: str, n: int) -> tuple[str, str]:
+    """(directory shard, its members' key prefix) of shard ``n`` of ``kind`` (c or p):
+    one hash tag, so a directory shard and its members' keys share one slot."""
+    tag = f"{{{kind}{n}}}"
+    return f"{prefix}inf:{_DIRECTORY[kind]}:{tag}", f"{prefix}inf:{kind}:{tag}:"
+
+
+def interval_keys(prefix: str, checkpoint_id: str) -> tuple[str, str]:
+    """(directory shard, interval key) of a checkpoint."""
+    directory, stem = _shard(prefix, "c", zlib.crc32(checkpoint_id.encode()) % INF_SHARDS)
+    return directory, stem + checkpoint_id
+
+
+def infectious_keys(prefix: str, person_key: str) -> tuple[str, str]:
+    """(directory shard, reports key) of an infectious person."""
+    directory, stem = _shard(prefix, "p", zlib.crc32(person_key.encode()) % INF_SHARDS)
+    return directory, stem + person_key
+
+
+def directory_shards(prefix: str) -> list[tuple[str, str]]:
+    """Every (directory shard, its members' key prefix): what the prune walks."""
+    return [_shard(prefix, kind, n) for kind in _DIRECTORY for n in range(INF_SHARDS)]
+
+
 class TracingStore:
     def __init__(self, redis: Redis, prefix: str, window: timedelta) -> None:
         self.r = redis
         self.p = prefix
         self.window_s = int(window.total_seconds())
+        self._prune = redis.register_script(_PRUNE)
 
     def _rep(self, report_id: str) -> str:
         return f"{self.p}rep:{report_id}"
@@ -91,7 +127,9 @@ class TracingStore:
         if f0_visits is not None:
             fields["f0v"] = dump_visits(f0_visits)
         reported = datetime.fromisoformat(str(state.body["reported_at"])).timestamp()
-        async with self.r.pipeline(transaction=True) as pipe:
+        # The hash is atomic by itself; the two indexes are idempotent adds in other
+        # slots (a cluster), and a reader skips an index entry whose state is missing.
+        async with self.r.pipeline(transaction=False) as pipe:
             pipe.hset(self._rep(state.report_id), mapping=fields)  # type: ignore[arg-type]
             pipe.zadd(f"{self.p}reps", {state.report_id: reported})
             pipe.sadd(f"{self.p}rep:by:{state.person_key}", state.report_id)
@@ -158,34 +196,37 @@ class TracingStore:
         self, report_id: str, intervals: Sequence[Interval], people: Sequence[Infectious]
     ) -> None:
         """Make intervals and infectious people joinable: written *before* the trace reads
-        its candidates, so a scan indexed meanwhile is seen by one side or the other."""
+        its candidates, so a scan indexed meanwhile is seen by one side or the other.
+
+        Two steps, not one MULTI (the keys span slots on a cluster): first the report's
+        record of what it registered (a superset: :meth:`unregister` removes what is
+        there), then each key before its directory shard (same slot, so in that order:
+        the prune never sees a directory entry without its key). The join's guarantee
+        needs only that this completes before the trace reads; every write is an
+        idempotent add, so a replay completes a register cut short."""
         if not intervals and not people:
             return
         by_cp: dict[str, dict[str, float]] = defaultdict(dict)
         for i in intervals:
             by_cp[i.checkpoint_id][interval_member(i)] = i.t_in.timestamp()
-        async with self.r.pipeline(transaction=True) as pipe:
+        registered = sorted(
+            set(await self._registered(report_id))
+            | {f"c|{i.checkpoint_id}|{interval_member(i)}" for i in intervals}
+            | {f"p|{p}|{_person_member(report_id, a, b)}" for p, a, b in people}
+        )
+        await self.r.hset(self._rep(report_id), "iv", orjson.dumps(registered))  # type: ignore[misc]
+        async with self.r.pipeline(transaction=False) as pipe:
             for cp, members in by_cp.items():
-                key = f"{self.p}inf:c:{cp}"
+                directory, key = interval_keys(self.p, cp)
                 pipe.zadd(key, members)
                 pipe.zremrangebyscore(key, "-inf", f"({max(members.values()) - self.window_s}")
                 pipe.expire(key, self.window_s)
-                pipe.sadd(f"{self.p}inf:cps", cp)
+                pipe.sadd(directory, cp)
             for person, start, end in people:
-                pipe.sadd(f"{self.p}inf:p:{person}", _person_member(report_id, start, end))
-                pipe.expire(f"{self.p}inf:p:{person}", self.window_s)
-                pipe.sadd(f"{self.p}inf:people", person)
-            pipe.hset(
-                self._rep(report_id),
-                "iv",
-                orjson.dumps(
-                    sorted(
-                        set(await self._registered(report_id))
-                        | {f"c|{i.checkpoint_id}|{interval_member(i)}" for i in intervals}
-                        | {f"p|{p}|{_person_member(report_id, a, b)}" for p, a, b in people}
-                    )
-                ),
-            )
+                directory, key = infectious_keys(self.p, person)
+                pipe.sadd(key, _person_member(report_id, start, end))
+                pipe.expire(key, self.window_s)
+                pipe.sadd(directory, person)
             await pipe.execute()
 
     async def _registered(self, report_id: str) -> list[str]:
@@ -198,7 +239,9 @@ class TracingStore:
         keep: Sequence[Interval] = (),
         keep_people: Sequence[Infectious] = (),
     ) -> None:
-        """Remove what a report registered, except what its new trace still holds."""
+        """Remove what a report registered, except what its new trace still holds: the
+        entries first (idempotent removals, in their own slots), then the report's record
+        of them, which so stays a superset of what is registered."""
         kept = {f"c|{i.checkpoint_id}|{interval_member(i)}" for i in keep} | {
             f"p|{p}|{_person_member(report_id, a, b)}" for p, a, b in keep_people
         }
@@ -206,17 +249,18 @@ class TracingStore:
         gone = [m for m in old if m not in kept]
         if not gone:
             return
-        async with self.r.pipeline(transaction=True) as pipe:
+        async with self.r.pipeline(transaction=False) as pipe:
             for m in gone:
                 kind, rest = m.split("|", 1)
                 if kind == "c":
                     cp, member = rest.split("|", 1)
-                    pipe.zrem(f"{self.p}inf:c:{cp}", member)
+                    pipe.zrem(interval_keys(self.p, cp)[1], member)
                 else:
                     person, member = rest.split("|", 1)
-                    pipe.srem(f"{self.p}inf:p:{person}", member)
-            pipe.hset(self._rep(report_id), "iv", orjson.dumps(sorted(set(old) - set(gone))))
+                    pipe.srem(infectious_keys(self.p, person)[1], member)
             await pipe.execute()
+        left = orjson.dumps(sorted(set(old) - set(gone)))
+        await self.r.hset(self._rep(report_id), "iv", left)  # type: ignore[misc]
 
     async def touched(
         self, visits: Sequence[Visit], rules: ExposureRules
@@ -227,26 +271,33 @@ class TracingStore:
         intervals themselves are read only for the checkpoints that have some."""
         if not visits:
             return []
-        cps = sorted({v.checkpoint_id for v in visits})
-        people = sorted({v.person_key for v in visits})
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for cp in sorted({v.checkpoint_id for v in visits}):
+            by_shard[interval_keys(self.p, cp)[0]].append(cp)
+        people_by_shard: dict[str, list[str]] = defaultdict(list)
+        for person in sorted({v.person_key for v in visits}):
+            people_by_shard[infectious_keys(self.p, person)[0]].append(person)
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.smismember(f"{self.p}inf:cps", cps)  # type: ignore[arg-type]
-            pipe.smismember(f"{self.p}inf:people", people)  # type: ignore[arg-type]
-            hot_cp, hot_people = await pipe.execute()
-        hot_cps = [c for c, hit in zip(cps, hot_cp, strict=True) if hit]
-        infectious = [p for p, hit in zip(people, hot_people, strict=True) if hit]
+            for directory, members in (*by_shard.items(), *people_by_shard.items()):
+                pipe.smismember(directory, members)  # type: ignore[arg-type]
+            hits: list[Any] = await pipe.execute()
+        asked = [m for group in (*by_shard.values(), *people_by_shard.values()) for m in group]
+        flags = [bool(h) for found_in_shard in hits for h in found_in_shard]
+        n_cps = sum(len(g) for g in by_shard.values())
+        hot_cps = {c for c, hit in zip(asked[:n_cps], flags[:n_cps], strict=True) if hit}
+        infectious = [p for p, hit in zip(asked[n_cps:], flags[n_cps:], strict=True) if hit]
         if not hot_cps and not infectious:
             return []
-        wanted = [v for v in visits if v.checkpoint_id in set(hot_cps)]
+        wanted = [v for v in visits if v.checkpoint_id in hot_cps]
         async with self.r.pipeline(transaction=False) as pipe:
             for v in wanted:
                 pipe.zrangebyscore(
-                    f"{self.p}inf:c:{v.checkpoint_id}",
+                    interval_keys(self.p, v.checkpoint_id)[1],
                     (v.t_in - MAX_VISIT).timestamp(),
                     v.t_out.timestamp(),
                 )
             for p in infectious:
-                pipe.smembers(f"{self.p}inf:p:{p}")
+                pipe.smembers(infectious_keys(self.p, p)[1])
             found: list[Any] = await pipe.execute()
         out: set[tuple[str, Visit]] = set()
         for v, members in zip(wanted, found[: len(wanted)], strict=True):
@@ -268,32 +319,60 @@ class TracingStore:
         if not newest:
             return []
         cutoff = float(newest[0][1]) - retention.total_seconds()
-        ids = await self.r.zrangebyscore(f"{self.p}reps", "-inf", f"({cutoff}", start=0, num=500)
-        states = [await self.get(_s(cast(str, i))) for i in ids]
+        ids = [
+            _s(cast(str, i))
+            for i in await self.r.zrangebyscore(
+                f"{self.p}reps", "-inf", f"({cutoff}", start=0, num=500
+            )
+        ]
+        states = [await self.get(i) for i in ids]
+        # An entry whose report is gone (a drop cut short after deleting it) goes too.
+        orphans = [i for i, state in zip(ids, states, strict=True) if state is None]
+        if orphans:
+            await self.r.zrem(f"{self.p}reps", *orphans)
         return [s for s in states if s is not None]
 
     async def drop(self, state: ReportState) -> None:
-        """Forget a report entirely (after :meth:`expired`, once its people are cleared)."""
+        """Forget a report entirely (after :meth:`expired`, once its people are cleared).
+        Single-key steps (the keys span slots on a cluster), the report index last: a
+        drop cut short is found again by :meth:`expired`, which finishes it."""
         await self.unregister(state.report_id)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._rep(state.report_id))
-            pipe.zrem(f"{self.p}reps", state.report_id)
+        async with self.r.pipeline(transaction=False) as pipe:
             pipe.srem(f"{self.p}rep:by:{state.person_key}", state.report_id)
+            pipe.delete(self._rep(state.report_id))
             await pipe.execute()
+        await self.r.zrem(f"{self.p}reps", state.report_id)
 
-    async def prune(self) -> None:
-        """Drop set entries whose intervals expired (by event time, or their TTL): each
-        check-and-remove is atomic, so a registration in between is never undone."""
-        for name, pattern in (("inf:cps", "inf:c:"), ("inf:people", "inf:p:")):
-            await self.r.eval(_PRUNE, 1, f"{self.p}{name}", f"{self.p}{pattern}")  # type: ignore[misc]
+    async def prune(self) -> int:
+        """Drop directory entries whose intervals expired (by event time, or their TTL);
+        returns how many. Each check-and-remove is one script over a directory shard and
+        its members' keys (one slot), so a registration in between is never undone."""
+        shards = directory_shards(self.p)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for directory, _ in shards:
+                pipe.smembers(directory)
+            found: list[Any] = await pipe.execute()
+        gone = 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            queued = False
+            for (directory, stem), members in zip(shards, found, strict=True):
+                names = sorted(_s(m) for m in members)
+                for i in range(0, len(names), 1000):
+                    part = names[i : i + 1000]
+                    keys = [directory, *(stem + m for m in part)]
+                    await queue_script_async(pipe, self._prune, keys, part)
+                    queued = True
+            if queued:
+                gone = sum(int(n) for n in await pipe.execute())
+        return gone
 
 
-# KEYS[1]: an index set; ARGV[1]: the key prefix of its members' own keys.
+# KEYS[1]: a directory shard; KEYS[j + 1]: the own key of member ARGV[j] (one slot).
 _PRUNE = """
 local gone = 0
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. m) == 0 then
-    redis.call('SREM', KEYS[1], m)
+for j = 1, #ARGV do
+  if redis.call('EXISTS', KEYS[j + 1]) == 0 then
+    redis.call('SREM', KEYS[1], ARGV[j])
     gone = gone + 1
   end
 end

@@ -3,12 +3,13 @@ organisation), each with its own signing secret and its own cursor into the audi
 alert stream.
 
 Keys (under ``Settings.redis_prefix``):
-- ``webhook:<id>`` hash: webhook_id, scope, url, description, secret, created_by,
+- ``webhook:{<id>}`` hash: webhook_id, scope, url, description, secret, created_by,
   created_role, created_at, cursor (the last stream entry the receiver acknowledged with
   a 2xx), delivered, attempts, last_error, last_attempt_at;
 - ``webhooks`` the set of all webhook IDs, ``webhooks:s:<scope>`` those of one audience;
-- ``webhook:<id>:lease`` the deliverer currently sending to it (one at a time, so two
-  processes never send the same alert twice).
+- ``webhook:{<id>}:lease`` the deliverer currently sending to it (one at a time, so two
+  processes never send the same alert twice). The hash tag keeps it in the hash's slot:
+  the cursor moves in one script that checks the lease (a Redis Cluster too).
 
 Receivers check ``X-Dancu-Signature: sha256=<hex HMAC-SHA256 of the body with the
 secret>``; ``X-Dancu-Event-Id`` is the alert stream's entry ID, the same on every retry.
@@ -199,6 +200,11 @@ return 0
 """
 
 
+def webhook_keys(prefix: str, webhook_id: str) -> tuple[str, str]:
+    """(hash, lease) of a webhook: one hash tag, so one slot."""
+    return f"{prefix}webhook:{{{webhook_id}}}", f"{prefix}webhook:{{{webhook_id}}}:lease"
+
+
 class WebhookStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.r = redis
@@ -209,7 +215,7 @@ class WebhookStore:
         self._failed = redis.register_script(_FAILED)
 
     def _key(self, webhook_id: str) -> str:
-        return f"{self.p}webhook:{webhook_id}"
+        return webhook_keys(self.p, webhook_id)[0]
 
     def _scope(self, scope: str) -> str:
         return f"{self.p}webhooks:s:{scope}"
@@ -235,8 +241,10 @@ class WebhookStore:
             k: str(getattr(hook, k))
             for k in Webhook.__dataclass_fields__  # all plain values
         }
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(hook.webhook_id), mapping=fields)  # type: ignore[arg-type]
+        # The hash, then the lists naming it (other slots on a cluster; idempotent adds):
+        # a listed ID always has its webhook.
+        await self.r.hset(self._key(hook.webhook_id), mapping=fields)  # type: ignore[misc,arg-type]
+        async with self.r.pipeline(transaction=False) as pipe:
             pipe.sadd(self._scope(scope), hook.webhook_id)
             pipe.sadd(f"{self.p}webhooks", hook.webhook_id)
             await pipe.execute()
@@ -272,8 +280,10 @@ class WebhookStore:
         return sorted(_s(i) for i in await self.r.smembers(f"{self.p}webhooks"))  # type: ignore[misc]
 
     async def delete(self, hook: Webhook) -> None:
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(hook.webhook_id))
+        """The hash first (delivery stops at once: the deliverer reads it), then the
+        lists (other slots on a cluster); an ID listed without its hash is skipped."""
+        await self.r.delete(self._key(hook.webhook_id))
+        async with self.r.pipeline(transaction=False) as pipe:
             pipe.srem(self._scope(hook.scope), hook.webhook_id)
             pipe.srem(f"{self.p}webhooks", hook.webhook_id)
             await pipe.execute()
@@ -281,17 +291,17 @@ class WebhookStore:
     # The deliverer's side -----------------------------------------------------------------
     async def lease(self, webhook_id: str, token: str, ms: int = LEASE_MS) -> bool:
         """Take (or renew) the right to deliver to this webhook."""
-        return bool(await self._lease(keys=[f"{self._key(webhook_id)}:lease"], args=[token, ms]))
+        return bool(await self._lease(keys=[webhook_keys(self.p, webhook_id)[1]], args=[token, ms]))
 
     async def release(self, webhook_id: str, token: str) -> None:
-        await self._release(keys=[f"{self._key(webhook_id)}:lease"], args=[token])
+        await self._release(keys=[webhook_keys(self.p, webhook_id)[1]], args=[token])
 
     async def advance(self, webhook_id: str, token: str, event_id: str) -> bool:
         """The receiver acknowledged ``event_id``: move the cursor past it (only while this
         deliverer still holds the lease)."""
         return bool(
             await self._advance(
-                keys=[self._key(webhook_id), f"{self._key(webhook_id)}:lease"],
+                keys=list(webhook_keys(self.p, webhook_id)),
                 args=[token, event_id, datetime.now(UTC).isoformat()],
             )
         )

@@ -10,6 +10,7 @@ has commas).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 
@@ -53,31 +54,44 @@ def _date(text: str, what: str, errors: list[str], today: date) -> date | None:
     return value
 
 
-def _by_content(fields: list[str]) -> list[str]:
-    """Reorder a newer-layout payload into the classic order by recognising each field."""
-    ids = [f for f in fields if _ID.fullmatch(f)]
-    olds = [f for f in fields if _OLD.fullmatch(f)]
-    dates = [f for f in fields if _DATE.fullmatch(f)]
-    genders = [f for f in fields if f in GENDERS]
-    used = set(ids[:1] + olds[:1] + dates[:2] + genders[:1])
-    texts = [f for f in fields if f and f not in used]
-    address = next((t for t in texts if "," in t), max(texts, key=len, default=""))
-    name = next((t for t in texts if t != address), "")
+def _by_content(fields: list[str]) -> tuple[list[str], list[int]]:
+    """Reorder a newer-layout payload into the classic order by recognising each field;
+    also the positions of non-empty fields that fit nowhere (a second gender, a third
+    date, a third text): a card's text is refused rather than read with parts ignored."""
+    taken: set[int] = set()
+
+    def take(match: Callable[[str], object], n: int = 1) -> list[str]:
+        found = [i for i, f in enumerate(fields) if f and i not in taken and match(f)][:n]
+        taken.update(found)
+        return [fields[i] for i in found]
+
+    ids = take(_ID.fullmatch)
+    olds = take(_OLD.fullmatch)
+    dates = take(_DATE.fullmatch, 2)
+    genders = take(lambda f: f in GENDERS)
+    texts = [i for i, f in enumerate(fields) if f and i not in taken]
+    address = next(
+        (i for i in texts if "," in fields[i]),
+        max(texts, key=lambda i: len(fields[i]), default=None),
+    )
+    name = next((i for i in texts if i != address), None)
+    left = [i for i in texts if i not in (address, name)]
 
     def key(d: str) -> str:
         return d[4:] + d[2:4] + d[:2]
 
-    dates = sorted(dates[:2], key=key)
+    dates = sorted(dates, key=key)
     dob, issued = ([*dates, "", ""])[:2]
-    return [
+    ordered = [
         ids[0] if ids else "",
         olds[0] if olds else "",
-        name,
+        fields[name] if name is not None else "",
         dob,
         genders[0] if genders else "",
-        address,
+        fields[address] if address is not None else "",
         issued,
     ]
+    return ordered, left
 
 
 def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
@@ -98,14 +112,21 @@ def parse_cccd(payload: str | bytes, *, today: date | None = None) -> CccdCard:
     if not text:
         raise InvalidQrPayload(["payload is empty"])
     fields = [f.strip() for f in text.split("|")]
-    if len(fields) != 7:
-        if not 6 <= len(fields) <= 9:
-            raise InvalidQrPayload([f"expected 7 fields separated by '|', got {len(fields)}"])
-        fields = _by_content(fields)
-    elif not _ID.fullmatch(fields[0]) and any(_ID.fullmatch(f) for f in fields):
-        fields = _by_content(fields)
-    number, old, name, dob_s, gender, address, issued_s = fields
+    if not 6 <= len(fields) <= 9:
+        raise InvalidQrPayload([f"expected 7 fields separated by '|', got {len(fields)}"])
     errors: list[str] = []
+    numbers = {f for f in fields if _ID.fullmatch(f)}
+    if len(numbers) > 1:  # whose card would it be?
+        errors.append(f"{len(numbers)} different ID numbers in one payload; a card holds one")
+    left: list[int] = []
+    if len(fields) != 7 or (not _ID.fullmatch(fields[0]) and numbers):
+        fields, left = _by_content(fields)
+    if left:  # named by position only: the field may be someone's name
+        where = ", ".join(str(i + 1) for i in left)
+        errors.append(
+            f"field {where} is none of a card's (ID, old ID, name, dates, gender, address)"
+        )
+    number, old, name, dob_s, gender, address, issued_s = fields
     if old and not _OLD.fullmatch(old):
         errors.append(f"old ID must be 9 digits or empty, got {quote(old)}")
     if not name:

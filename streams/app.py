@@ -9,22 +9,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
+from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
+from faust.types import ProducerT
 from pydantic import ValidationError
 
 from infra import topics
-from infra.clients import (
-    ClickHouseExposureSink,
-    ClickHouseResidentSink,
-    ClickHouseVisitSink,
-    Clients,
-)
+from infra.clients import ClickHouseExposureSink, Clients
 from infra.settings import Settings
+from infra.sink import (
+    ClickHouseRows,
+    KafkaResidentSink,
+    KafkaRows,
+    KafkaVisitSink,
+    SinkRecordError,
+    Table,
+)
+from infra.sink import decode as decode_rows
 from streams.alerts import AlertRaiser
 from streams.cases import add_case_agent
 from streams.guard import Guard
@@ -128,15 +135,32 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
 
-def make_app(settings: Settings, clients: Clients) -> faust.App:
-    """Build the Faust app and its agents over already-built clients."""
-    app = faust.App(
-        settings.app_id,
+class _IdempotentProducer(FaustKafkaProducer):
+    """Faust's aiokafka producer asks for idempotence only inside transactions
+    (``processing_guarantee="exactly_once"``); ours always does, with ``acks=all``, like
+    ``infra.kafka_io.make_producer``: a send retried across a leader change (a broker of
+    the cluster lost) is never written twice."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class _IdempotentApp(faust.App):
+    """A Faust app whose producer (dead letters, Faust's own topics) is idempotent."""
+
+    def _new_producer(self) -> ProducerT:
+        return _IdempotentProducer(self.transport, loop=self.loop, beacon=self.beacon)
+
+
+def _faust_app(settings: Settings, app_id: str) -> faust.App:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    return _IdempotentApp(
+        app_id,
         broker=broker_urls(settings.kafka_bootstrap),
         web_enabled=False,
         autodiscover=False,
         store="memory://",
-        datadir=str(settings.data_dir / "faust"),  # not the working directory
+        datadir=str(settings.data_dir / "faust" / app_id),  # not the working directory
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         producer_acks=-1,  # dead letters are durable on every in-sync replica
@@ -150,11 +174,23 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         logging_config={"version": 1, "disable_existing_loggers": False},
         loghandlers=[],
     )
+
+
+def _guard(app: faust.App, settings: Settings, clients: Clients) -> Guard:
+    dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
+    return Guard(FaustDeadLetters(dead_topic), clients.health, abandon=_abandon)
+
+
+def make_app(settings: Settings, clients: Clients) -> faust.App:
+    """The worker: validation, Redis state, tracing and alerts. Stateless (its state is in
+    Redis, its position in Kafka), so any number share the topics' partitions; it never
+    waits on ClickHouse: what it would insert goes to ``store-rows`` (see infra.sink)."""
+    app = _faust_app(settings, settings.app_id)
+    rows = KafkaRows(clients.producer, settings.topic(topics.STORE_ROWS))
     scans_topic = app.topic(
         settings.topic(topics.SCANS), value_serializer="raw", key_serializer="raw"
     )
-    dead_topic = app.topic(settings.topic(topics.DEAD_LETTERS), value_serializer="raw")
-    guard = Guard(FaustDeadLetters(dead_topic), clients.health, abandon=_abandon)
+    guard = _guard(app, settings, clients)
 
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
@@ -174,7 +210,7 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     rulebook = clients.exposure_rules
     recorder = ScanRecorder(
         index=clients.index,
-        sink=ClickHouseVisitSink(clients.clickhouse),
+        sink=KafkaVisitSink(rows),
         places=clients.checkpoints,
         guard=guard,
         pseudonymize=clients.pseudonymize,
@@ -202,7 +238,7 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
     )
     updater = StatusUpdater(
         residents=clients.residents,
-        sink=ClickHouseResidentSink(clients.clickhouse, clients.pseudonymize),
+        sink=KafkaResidentSink(rows, clients.pseudonymize),
         applied=clients.ledger,
         guard=guard,
         rules=clients.rules,
@@ -229,8 +265,124 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
                 [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
             )
 
-    exposure_sink = ClickHouseExposureSink(clients.clickhouse)
     exposures_name = exposures_topic.get_topic_name()
+
+    status_topic = raw_topic(topics.REPORT_STATUS)
+    raiser = AlertRaiser(
+        alerts=clients.alerts,
+        reports=clients.tracing,
+        places=clients.checkpoints,
+        guard=guard,
+        exposures_topic=exposures_name,
+        status_topic=status_topic.get_topic_name(),
+    )
+
+    @app.agent(exposures_topic, name="raise_alerts")
+    async def raise_alerts(stream: faust.StreamT) -> None:
+        """Flags into officials' alerts (a second reader of ``exposures``, beside the
+        ClickHouse sink, so an alert never waits on an analytics insert)."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            500, within=0.02
+        )
+        async for events in batches:
+            await raiser.on_exposures(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
+
+    @app.agent(status_topic, name="raise_venue_alerts")
+    async def raise_venue_alerts(stream: faust.StreamT) -> None:
+        """Finished and withdrawn reports into owners' venue alerts."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            100, within=0.05
+        )
+        async for events in batches:
+            await raiser.on_statuses(
+                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            )
+
+    @app.timer(interval=600.0)
+    async def prune_intervals() -> None:
+        try:
+            await clients.tracing.prune()
+            expired = await tracer.expire(REPORT_RETENTION)
+            if expired:
+                log.info("forgot %d report(s) past the retention", expired)
+        except Exception as exc:  # a store away: the next round tries again
+            log.warning("pruning expired tracing state failed: %s", exc)
+
+    @app.timer(interval=3600.0)
+    async def forget_old_scans() -> None:
+        """Trim dedup marks older than the tracing window (late scans older are refused)."""
+        window = timedelta(days=settings.visit_window_days)
+        try:
+            await clients.index.forget_before((datetime.now(UTC) - window).timestamp())
+        except Exception as exc:  # a store away: the next hour tries again
+            log.warning("trimming old dedup marks failed: %s", exc)
+
+    return app
+
+
+def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
+    """The store's owner: ``store-rows``, ``exposures`` and ``report-status`` into
+    ClickHouse, in a consumer group of its own (``<app id>-sink``). With the embedded chDB
+    this is one process; against a ClickHouse server any number share the partitions.
+    Every insert is idempotent (ReplacingMergeTree on the row's own key)."""
+    app = _faust_app(settings, settings.sink_group)
+    guard = _guard(app, settings, clients)
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(settings.topic(name), value_serializer="raw", key_serializer="raw")
+
+    rows_topic = raw_topic(topics.STORE_ROWS)
+    rows_name = rows_topic.get_topic_name()
+    writer = ClickHouseRows(clients.clickhouse)
+
+    def row_letter(item: tuple[RawRecord, Table, list[object]], reason: str) -> DeadLetter:
+        rec, table, row = item
+        return DeadLetter(
+            topic=rows_name,
+            reason=f"{table.name}: {reason}",
+            payload=orjson.dumps(row, default=str)[:10_000].decode("utf-8", "replace"),
+            partition=rec.partition,
+            offset=rec.offset,
+        )
+
+    async def insert(items: Sequence[tuple[RawRecord, Table, list[object]]]) -> None:
+        await writer.insert(items[0][1], [row for _, _, row in items])
+
+    @app.agent(rows_topic, name="sink_rows")
+    async def sink_rows(stream: faust.StreamT) -> None:
+        """Workers' rows into their ClickHouse tables, one insert per table per batch; a
+        row ClickHouse refuses is isolated and dead-lettered (see Guard.write_each)."""
+        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
+            200, within=settings.batch_seconds
+        )
+        async for events in batches:
+            by_table: dict[str, list[tuple[RawRecord, Table, list[object]]]] = {}
+            dead = []
+            for e in events:
+                rec = RawRecord(e.value, e.message.partition, e.message.offset)
+                try:
+                    table, found = decode_rows(rec.value)
+                except SinkRecordError as exc:
+                    dead.append(
+                        DeadLetter(
+                            topic=rows_name,
+                            reason=str(exc),
+                            payload=(rec.value or b"")[:10_000].decode("utf-8", "replace"),
+                            partition=rec.partition,
+                            offset=rec.offset,
+                        )
+                    )
+                    continue
+                by_table.setdefault(table.name, []).extend((rec, table, r) for r in found)
+            await guard.bury(dead)
+            for name, items in by_table.items():
+                await guard.write_each(f"ClickHouse {name} insert", items, insert, row_letter)
+
+    exposures_topic = raw_topic(topics.EXPOSURES)
+    exposures_name = exposures_topic.get_topic_name()
+    exposure_sink = ClickHouseExposureSink(clients.clickhouse)
 
     def exposure_letter(item: tuple[RawRecord, object], reason: str) -> DeadLetter:
         rec = item[0]
@@ -268,58 +420,5 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
                 exposure_letter,
             )
 
-    status_topic = raw_topic(topics.REPORT_STATUS)
-    raiser = AlertRaiser(
-        alerts=clients.alerts,
-        reports=clients.tracing,
-        places=clients.checkpoints,
-        guard=guard,
-        exposures_topic=exposures_name,
-        status_topic=status_topic.get_topic_name(),
-    )
-
-    @app.agent(exposures_topic, name="raise_alerts")
-    async def raise_alerts(stream: faust.StreamT) -> None:
-        """Flags into officials' alerts (a second reader of ``exposures``, beside the
-        ClickHouse sink, so an alert never waits on an analytics insert)."""
-        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
-            500, within=0.02
-        )
-        async for events in batches:
-            await raiser.on_exposures(
-                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
-            )
-
-    @app.agent(status_topic, name="raise_venue_alerts")
-    async def raise_venue_alerts(stream: faust.StreamT) -> None:
-        """Finished and withdrawn reports into owners' venue alerts."""
-        batches = stream.take_events(  # type: ignore[attr-defined]  # see record_scans
-            100, within=0.05
-        )
-        async for events in batches:
-            await raiser.on_statuses(
-                [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
-            )
-
     add_case_agent(app, settings, clients, guard)  # report-status → f0_cases (dashboard)
-
-    @app.timer(interval=600.0)
-    async def prune_intervals() -> None:
-        try:
-            await clients.tracing.prune()
-            expired = await tracer.expire(REPORT_RETENTION)
-            if expired:
-                log.info("forgot %d report(s) past the retention", expired)
-        except Exception as exc:  # a store away: the next round tries again
-            log.warning("pruning expired tracing state failed: %s", exc)
-
-    @app.timer(interval=3600.0)
-    async def forget_old_scans() -> None:
-        """Trim dedup marks older than the tracing window (late scans older are refused)."""
-        window = timedelta(days=settings.visit_window_days)
-        try:
-            await clients.index.forget_before((datetime.now(UTC) - window).timestamp())
-        except Exception as exc:  # a store away: the next hour tries again
-            log.warning("trimming old dedup marks failed: %s", exc)
-
     return app

@@ -37,5 +37,7 @@ async def metrics(request: Request, clients: ClientsDep) -> Response:
         return JSONResponse(
             _REFUSED, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
         )
-    body = render(await store_families(clients.lag, clients.index))
+    body = render(
+        await store_families(clients.lag, clients.index, sink_group=clients.settings.sink_group)
+    )
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

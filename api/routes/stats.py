@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"])
 class LiveStats(BaseModel):
     scans_processed: int
     rate_per_s: float
-    lag: int | None
+    lag: int | None  # scan records not yet in Redis and ClickHouse (workers + sink)
     visits_total: int
     visits_by_district: dict[str, int]
 
@@ -24,7 +24,7 @@ class LiveStats(BaseModel):
 async def live(clients: ClientsDep) -> LiveStats:
     processed, rate = await asyncio.gather(clients.index.processed(), clients.index.rate())
     try:
-        lag: int | None = await asyncio.wait_for(clients.lag.lag(), 5.0)
+        lag: int | None = await asyncio.wait_for(clients.lag.pipeline(), 5.0)
     except Exception:
         lag = None
     totals, by_district = await asyncio.gather(

@@ -32,10 +32,10 @@ class Lag:
     def __init__(self, lags: dict[str, int], dead: int, away: bool = False) -> None:
         self.lags, self.dead, self.away = lags, dead, away
 
-    async def lag(self, logical_topic: str = "scans") -> int:
+    async def lag(self, logical_topic: str = "scans", group: str | None = None) -> int:
         if self.away:
             raise ConnectionError("Kafka is away")
-        return self.lags.get(logical_topic, 0)
+        return self.lags.get(logical_topic if group is None else f"{group}/{logical_topic}", 0)
 
     async def produced(self, logical_topic: str) -> int:
         assert logical_topic == "dead-letters"
@@ -113,7 +113,9 @@ def test_a_short_configured_token_is_refused() -> None:
 
 
 async def test_metrics_in_prometheus_text_with_the_counters(tmp_path: Path) -> None:
-    app, credentials = platform(tmp_path, Lag({"scans": 17, "f0-reports": 2}, dead=5))
+    app, credentials = platform(
+        tmp_path, Lag({"scans": 17, "f0-reports": 2, "dancu-sink/store-rows": 3}, dead=5)
+    )
     device = DeviceAuth(*credentials.add_device("cp1"))
     scrape = BearerAuth((tmp_path / METRICS_TOKEN_FILE).read_text())
     async with client(app, scrape) as c:
@@ -135,8 +137,14 @@ async def test_metrics_in_prometheus_text_with_the_counters(tmp_path: Path) -> N
     assert grew("dancu_http_requests_total", method="POST", route="/v1/scans", status="202") == 1
     assert grew("dancu_http_request_duration_seconds_count", method="POST", route="/v1/scans") == 1
     assert grew("dancu_http_requests_total", method="GET", route="/metrics", status="200") == 1
-    assert after[("dancu_consumer_lag", (("topic", "scans"),))] == 17
-    assert after[("dancu_consumer_lag", (("topic", "f0-reports"),))] == 2
+
+    def lag(topic: str, group: str) -> float:
+        return after[("dancu_consumer_lag", (("group", group), ("topic", topic)))]
+
+    assert lag("scans", "worker") == 17
+    assert lag("f0-reports", "worker") == 2
+    assert lag("store-rows", "sink") == 3
+    assert lag("exposures", "sink") == 0
     assert after[("dancu_dead_letters_total", ())] == 5
     assert after[("dancu_scans_processed_total", ())] == 4242
     assert after[("dancu_metrics_source_up", (("source", "kafka"),))] == 1

@@ -22,8 +22,9 @@ import pytest
 from gate.http_auth import BearerAuth, DeviceAuth
 from infra import services
 from infra.credentials import Credentials
+from infra.redis_cluster import RedisCluster
 from infra.redis_store import make_redis
-from infra.settings import Settings
+from infra.settings import RedisSettings, Settings
 from tests.integration.helpers import isolated_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -65,12 +66,23 @@ class Platform:
             "DANCU_STORE_PORT": str(free_port()),
             "KAFKA_PORT": str(base.kafka.port),
             "REDIS_PORT": str(base.redis.port),
+            # a base on an external Redis (the private cluster of `cluster_settings`)
+            **({"REDIS_URL": base.redis.url} if base.redis.url else {}),
             **env,
         }
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "platform.log"
         self._clients: dict[tuple[str, ...], httpx.Client] = {}
+        self.up_args: list[str] = []  # more `dancu up` options, e.g. ["--workers", "3"]
+
+    def pid_of(self, name: str) -> int:
+        """The pid of one of the platform's processes: ``api`` (the parent), ``store``
+        (the ClickHouse sink) or ``worker-N`` (from ``<data dir>/run/<name>.pid``)."""
+        if name == "api":
+            assert self.proc is not None
+            return self.proc.pid
+        return int((self.settings.data_dir / "run" / f"{name}.pid").read_text())
 
     def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -86,7 +98,7 @@ class Platform:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dancu", "up", "--no-simulate", "--no-services"],
+            [sys.executable, "-m", "dancu", "up", "--no-simulate", "--no-services", *self.up_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -198,3 +210,27 @@ def platform(base_settings: Settings, tmp_path: Path) -> Iterator[Platform]:
     yield p
     p.stop()
     p.sign_out()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A private three-master Redis Cluster on free ports, data under the module's tmp
+    dir, stopped afterwards: a test may kill and restart its nodes (``kill(n)``,
+    ``start_node(n, empty=...)``); ``url`` is its ``REDIS_URL``."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except services.ServiceError as exc:
+        cluster.stop()
+        if IN_CI:
+            pytest.fail(f"a Redis Cluster could not start under CI: {exc}")
+        pytest.skip(f"a Redis Cluster could not start: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_settings(base_settings: Settings, redis_cluster: RedisCluster) -> Settings:
+    """The shared Kafka with the private Redis Cluster: ``Platform(cluster_settings, …)``
+    runs dancu on the cluster (its ``REDIS_URL`` names it)."""
+    return base_settings.model_copy(update={"redis": RedisSettings(url=redis_cluster.url)})

@@ -48,8 +48,8 @@ async def test_visit_keys_are_trimmed_by_event_time_on_every_write(
         assert await index.add([visit("old", old)]) == 1
         assert await index.add([visit("new", now)]) == 1
         assert await index.add([visit("new", now)]) == 0  # a replay counts nothing
-        person = await redis.zrange(f"{prefix}v:p:pk1", 0, -1)
-        place = await redis.zrange(f"{prefix}v:c:cp1", 0, -1)
+        person = await redis.zrange(index._person("pk1"), 0, -1)
+        place = await redis.zrange(index._checkpoint("cp1"), 0, -1)
         assert [m.split("|")[0] for m in person] == ["new"]
         assert [m.split("|")[0] for m in place] == ["new"]
         assert await index.processed() == 2

@@ -165,11 +165,13 @@ def test_the_platform_counted_the_calls_and_no_5xx(live: Live) -> None:
 
 
 def test_the_logs_are_json_lines_with_request_ids_and_no_credentials(live: Live) -> None:
-    """Both processes' logs after the run: one JSON object per log line (the CLI's banner
+    """Every process's logs after the run: one JSON object per log line (the CLI's banner
     aside), an access line with a request ID per call, and none of the run's tokens or
     device key anywhere."""
     data_dir = live.platform.settings.data_dir
-    texts = [live.platform.log.read_text(), (data_dir / "logs" / "store.log").read_text()]
+    logs = sorted((data_dir / "logs").glob("*.log"))  # store.log, worker-1.log, …
+    assert {"store.log", "worker-1.log"} <= {p.name for p in logs}
+    texts = [live.platform.log.read_text(), *(p.read_text() for p in logs)]
     access = 0
     for text in texts:
         for secret in live.secrets:

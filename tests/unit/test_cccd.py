@@ -50,6 +50,12 @@ def test_newer_layout_recognised_by_content() -> None:
         (GOOD.replace("001090123456", "099090123456"), "unknown province code 099"),
         (GOOD.replace("|Nam|", "|Nữ|"), "says Nam but gender is Nữ"),
         (GOOD.replace("15031990", "15031991"), "birth year 1991 but ID says 1990"),
+        # nothing read with parts ignored: whose card, which name?
+        (GOOD + "|079090000001", "2 different ID numbers"),
+        ("079090000001|" + GOOD, "2 different ID numbers"),
+        (GOOD.replace("|Số 12", "|Hà Nội|Số 12"), "field 6 is none of a card's"),
+        (GOOD.replace("|Nam|", "|Nam|Nam|"), "field 6 is none of a card's"),
+        (GOOD.replace("|15031990|", "|15031990|01012020|"), "is none of a card's"),
     ],
 )
 def test_each_broken_rule_is_named(payload: str, fragment: str) -> None:

@@ -50,3 +50,29 @@ def test_no_pseudonym_secret_constant_in_the_source() -> None:
     root = Path(__file__).resolve().parents[2]
     for path in (root / "infra").rglob("*.py"):
         assert "do-not-use" not in path.read_text("utf-8"), path
+
+
+def test_one_embedded_broker_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("KAFKA_BOOTSTRAP", "KAFKA_BROKERS", "KAFKA_REPLICATION_FACTOR", "KAFKA_HEAP"):
+        monkeypatch.delenv(var, raising=False)
+    k = Settings().kafka
+    assert (k.brokers, k.replication_factor, k.min_insync_replicas, k.heap) == (1, 1, 1, "768m")
+    assert (k.broker_ports, k.controller_ports) == ([19092], [19093])
+
+
+def test_kafka_brokers_3_is_a_local_cluster_replicated_3_min_isr_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("KAFKA_BROKERS", "3")
+    s = Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+    assert (s.kafka.replication_factor, s.kafka.min_insync_replicas) == (3, 2)
+    assert s.kafka.heap == "512m"
+    # 19093 is the second broker's: the controllers take the ports after the brokers'.
+    assert s.kafka.controller_ports == [19095, 19096, 19097]
+    monkeypatch.setenv("KAFKA_CONTROLLER_PORT", "29093")
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", "3")
+    s = Settings()
+    assert s.kafka.controller_ports == [29093, 29094, 29095]
+    assert (s.kafka.replication_factor, s.kafka.min_insync_replicas) == (3, 3)
