@@ -52,6 +52,8 @@ def is_transient(exc: BaseException) -> bool:
         if code == 252:  # TOO_MANY_PARTS: merges behind (wait) or partitions in one block (data)
             return "single INSERT block" not in str(exc)
         return code in _CH_TRANSIENT_CODES
+    if isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+        return True  # uvloop: a write on a connection that was reset under the client
     return isinstance(exc, ConnectionError | TimeoutError | OSError)
 
 

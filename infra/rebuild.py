@@ -110,4 +110,24 @@ async def rebuild_all(
     visits = await rebuild_visit_index(clickhouse, index, window, lambda n: progress("visits", n))
     await residents.index_people()  # pseudonym → ID and households, for tracing
     exposures = await rebuild_exposures(clickhouse, residents)
+    await rebuild_cases(clickhouse, residents)
     return Rebuilt(visits, people, len(cps), exposures)
+
+
+async def rebuild_cases(clickhouse: ClickHouse, residents: ResidentStore) -> int:
+    """Every F0 of a report traced (the ClickHouse ``f0_cases`` table, last version of
+    each, status done) back on its resident (``f0:<report_id>`` = the sample time, as the
+    tracer writes it), so a reported F0 stays red after a loss of Redis; returns how many
+    residents were restored."""
+    sql = (
+        "SELECT report_id, person_key, sample_time FROM "
+        f"{clickhouse.db}.f0_cases FINAL WHERE status = 'done'"
+    )
+    rows = await asyncio.to_thread(clickhouse.call, lambda c: list(c.query(sql).result_rows))
+    ids = await residents.ids_of(sorted({str(k) for _, k, _ in rows}))
+    changes: dict[str, dict[str, str | None]] = {}
+    for report_id, key, sample_time in rows:
+        if key in ids:
+            changes.setdefault(ids[key], {})[f"f0:{report_id}"] = as_utc(sample_time).isoformat()
+    await residents.set_fields(changes)
+    return len(changes)

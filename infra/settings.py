@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     batch_size: int = 5000
     batch_seconds: float = 0.2
     batch_max_bytes: int = 16 << 20
+    # How long Kafka waits for a silent worker before its partitions go to the others
+    # (heartbeats every 3 s): a killed worker's share resumes within this (Faust's 60 s
+    # default stalled them a minute).
+    session_timeout: float = Field(default=15.0, ge=6.0)
     log_level: str = "WARNING"
     # Alert webhooks (infra/webhooks.py): hosts or networks a receiver may be on besides
     # public addresses (the SSRF guard; unset: loopback outside production, none in it),

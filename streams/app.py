@@ -73,8 +73,10 @@ def _flag_row(raw: bytes | None) -> ExposureFlagged:
         body["tier"] in ("F1", "F2")
         and body["reason"] in ("co-location", "household")
         and type(body["version"]) is int
+        and 0 <= body["version"] < 2**63  # as the model
         and type(body["withdrawn"]) is bool
         and type(body["overlap_minutes"]) in (int, float)
+        and body["overlap_minutes"] >= 0
         and all(type(body[k]) is str for k in _FLAG_TEXT)
         and (body["checkpoint_id"] is None or type(body["checkpoint_id"]) is str)
     )
@@ -82,7 +84,7 @@ def _flag_row(raw: bytes | None) -> ExposureFlagged:
         if plain:
             for name in ("overlap_start", "overlap_end", "flagged_at"):
                 stamp = datetime.fromisoformat(body[name])
-                if stamp.tzinfo is None:
+                if stamp.tzinfo is None or not 2000 <= stamp.year <= 2200:  # as the model
                     raise ValueError(name)
                 body[name] = stamp
             return ExposureFlagged.model_construct(**body)
@@ -168,6 +170,8 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.batch_size,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=3.0,
         stream_buffer_maxsize=max(4 * settings.batch_size, 8192),
         consumer_max_fetch_size=8 << 20,
         producer_max_request_size=8 << 20,

@@ -99,6 +99,8 @@ def decode_scans(
         except orjson.JSONDecodeError as exc:
             bury(f"not valid JSON: {exc}", rec.value, rec)
             continue
+        if body == []:
+            bury("empty batch: no scan in it", body, rec)
         items = body if isinstance(body, list) else [body]
         for item in items:
             scan, errors = validate_scan(item, now, max_age)

@@ -18,9 +18,10 @@ import orjson
 from pydantic import ValidationError
 
 from registry.cards import RuleBook
+from registry.errors import quote
 from registry.health import apply_record
 from registry.importer import conflict_reason, review_item
-from registry.imports import content_of
+from registry.imports import KINDS, content_of
 from registry.residents import recompute
 from streams.guard import Guard
 from streams.scans import RawRecord
@@ -76,14 +77,34 @@ class StatusUpdater:
             except orjson.JSONDecodeError as exc:
                 dead.append(self._letter(f"not valid JSON: {exc}", payload_text(rec.value), rec))
                 continue
+            if body == []:
+                dead.append(self._letter("empty batch: no record in it", "[]", rec))
             for item in body if isinstance(body, list) else [body]:
                 try:
-                    events.append(HealthRecordImported.model_validate(item))
+                    event = HealthRecordImported.model_validate(item)
                 except ValidationError as exc:
                     errors = validation_errors(exc)
                     payload = payload_text(item, rec.value)
                     dead.append(self._letter("; ".join(errors), payload, rec))
+                    continue
+                problem = self._unusable(event)
+                if problem is not None:
+                    dead.append(self._letter(problem, payload_text(item, rec.value), rec))
+                    continue
+                events.append(event)
         return events, dead
+
+    def _unusable(self, e: HealthRecordImported) -> str | None:
+        """Why a record cannot be applied to anyone, found alone: in its person's group a
+        failure would dead-letter that person's other records with it."""
+        if e.kind not in KINDS:
+            return f"kind: unknown kind {quote(e.kind)}"
+        try:
+            recompute(apply_record({}, e.kind, e.record), self.rules, self.clock())
+            content_of(e.kind, e.record)
+        except Exception as exc:  # the record's content breaks the rules' code
+            return f"record: not a usable {e.kind} record ({type(exc).__name__}: {exc})"[:1000]
+        return None
 
     def _letter(self, reason: str, payload: str, rec: RawRecord | None = None) -> DeadLetter:
         return DeadLetter(

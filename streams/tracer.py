@@ -226,6 +226,14 @@ def flag(
     )
 
 
+def _shown(value: object, quoted: bool = True) -> str:
+    """An untrusted value in a message: a short string as it is, anything else by its type
+    (``str()`` of a list nested a thousand deep raises RecursionError)."""
+    if isinstance(value, str):
+        return repr(value[:20]) if quoted else value[:20]
+    return f"a {type(value).__name__}"
+
+
 class Tracer:
     def __init__(
         self,
@@ -297,7 +305,7 @@ class Tracer:
                 reason = f"expected a JSON object, got {type(body).__name__}"
                 await self.guard.bury([self._letter(reason, rec, body)])
                 continue
-            step = f"tracing ({str(body.get('action', 'report'))[:20]})"
+            step = f"tracing ({_shown(body.get('action', 'report'), quoted=False)})"
             try:
                 await self.guard.retry(step, lambda b=body, r=rec: self._one(b, r))  # type: ignore[misc]
             except ValidationError as exc:
@@ -324,7 +332,7 @@ class Tracer:
             return
         if action not in ("approve", "withdraw", "late"):
             raise ValueError(
-                f"action: must be report, correct, withdraw, approve or late, got {action!r}"
+                f"action: must be report, correct, withdraw, approve or late, got {_shown(action)}"
             )
         report_id = body.get("report_id")
         if not isinstance(report_id, str) or not report_id:

@@ -64,6 +64,23 @@ def _iso_with_zone(value: object) -> datetime:
 Timestamp = Annotated[datetime, BeforeValidator(_iso_with_zone)]
 
 
+def _aware(value: object) -> object:
+    """A time as a producer builds it (an aware datetime) or as a record carries it (a
+    strict ISO 8601 string, see :func:`_iso_with_zone`), in the same range."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a timezone (e.g. +07:00 or Z)")
+        if not 2000 <= value.year <= 2200:
+            raise ValueError(f"year {value.year} is out of range")
+        return value
+    return _iso_with_zone(value)
+
+
+AwareTime = Annotated[datetime, BeforeValidator(_aware)]
+# What ClickHouse's UInt64 and orjson both hold, and no less than zero.
+Version = Annotated[int, Field(ge=0, lt=2**63)]
+
+
 class ScanRecorded(BaseModel):
     """A resident was seen at a checkpoint (gate camera read their card, or they scanned)."""
 
@@ -168,25 +185,27 @@ class ExposureFlagged(BaseModel):
     reason: Literal["co-location", "household"]
     checkpoint_id: str | None
     district: str = ""
-    overlap_start: datetime
-    overlap_end: datetime
-    overlap_minutes: float
+    # Bounded like every other record's (a hostile record's times, numbers and versions
+    # must be refused here, by every reader alike, not by one store's insert).
+    overlap_start: AwareTime
+    overlap_end: AwareTime
+    overlap_minutes: float = Field(ge=0, allow_inf_nan=False)
     rule_version: str
-    flagged_at: datetime  # the report's reported_at: event time, the same on a replay
+    flagged_at: AwareTime  # the report's reported_at: event time, the same on a replay
     withdrawn: bool = False
-    version: int = 0
+    version: Version = 0
 
 
 class ReportStatusChanged(BaseModel):
     """An F0 report's tracing state changed (``report-status``): the preview of a held
     report, the counts of a finished one."""
 
-    report_id: str
+    report_id: str = Field(pattern=REPORT_ID)
     status: Literal["tracing", "done", "held", "withdrawn"]
-    counts: dict[str, int]
-    preview: dict[str, dict[str, int]] | None = None
+    counts: dict[str, Version]
+    preview: dict[str, dict[str, Version]] | None = None
     rule_version: str
-    changed_at: datetime
+    changed_at: AwareTime
 
 
 DEAD_PAYLOAD_LIMIT = 10_000
@@ -226,7 +245,9 @@ class HealthRecordImported(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    record_id: str  # the record's natural key (kind, person, key fields), hashed
+    # The record's natural key (kind, person, key fields), hashed: hexadecimal, which the
+    # import ledger buckets by (registry.imports.record_key).
+    record_id: str = Field(pattern=r"^[0-9a-f]{4,64}$")
     kind: str
     person_id: PersonId
     import_id: str

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.support import PrivateRedis
-from tests.integration.conftest import base_settings, platform  # noqa: F401
+from tests.integration.conftest import (  # noqa: F401
+    base_settings,
+    cluster_settings,
+    platform,
+    redis_cluster,
+)
 
 
 @pytest.fixture

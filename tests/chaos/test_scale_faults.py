@@ -131,14 +131,16 @@ def lags(settings: Settings) -> tuple[int, int]:
     return asyncio.run(read())
 
 
+@pytest.mark.parametrize("redis", ["one server", "Redis Cluster"])
 def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
-    base_settings: Settings, tmp_path: Path
+    base_settings: Settings, tmp_path: Path, redis: str, request: pytest.FixtureRequest
 ) -> None:
     bulk = sc.bulk_scans(100_000, "worker-kill", seed=11)
     scans = [*sc.visits(), *bulk]
     scan_ids = [str(s["scan_id"]) for s in scans]
     report_id = "chaos-worker-kill"
-    platform = Platform(base_settings, tmp_path / "dancu")
+    on = base_settings if redis == "one server" else request.getfixturevalue("cluster_settings")
+    platform = Platform(on, tmp_path / "dancu")
     platform.up_args = ["--workers", "2"]
     try:
         prepare(platform, tmp_path)
@@ -188,7 +190,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         replayed = sum(ch.visit_rows.values()) - len(ch.visit_rows)
         record(
             Outcome(
-                "a worker SIGKILLed mid-stream (2 workers), another started",
+                f"a worker SIGKILLed mid-stream (2 workers, {redis}), another started",
                 len(scans) + 1,
                 v_missing + p_missing + c_missing,
                 v_dup + p_dup + c_dup + exposure_dups,

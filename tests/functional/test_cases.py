@@ -71,6 +71,8 @@ def recorder(reports: Reports, sink: Sink, dead: MemoryDeadLetters) -> CaseRecor
 
 
 def record(value: object, offset: int) -> RawRecord:
+    if isinstance(value, dict) and "status" in value:  # a whole ReportStatusChanged
+        value = {"counts": {}, "rule_version": "v1", "changed_at": NOW.isoformat(), **value}
     raw = value if isinstance(value, bytes) else orjson.dumps(value)
     return RawRecord(raw, 0, offset)
 
@@ -110,9 +112,10 @@ def test_statuses_become_case_rows_and_bad_records_dead_letters() -> None:
         ]
     )
     assert [(d.offset, d.reason.split(":")[0]) for d in dead.letters] == [
-        (5, "not valid JSON"),
+        (5, "record"),  # "record: Invalid JSON: ..."
         (6, "report_id"),
     ]
+    assert "Invalid JSON" in dead.letters[0].reason
 
 
 def test_reports_traced_before_are_copied_at_start() -> None:

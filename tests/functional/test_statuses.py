@@ -192,7 +192,7 @@ async def test_a_refused_person_is_dead_lettered_and_the_others_applied() -> Non
 async def test_unknown_people_and_garbage_go_to_dead_letters() -> None:
     w = World()
     event = {
-        "record_id": "r1",
+        "record_id": "0123456789abcdef01234567",  # a hashed natural key
         "kind": "vaccinations",
         "person_id": "001085999999",
         "import_id": "imp",

@@ -20,9 +20,11 @@ hostile records per topic (2,000).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -106,9 +108,14 @@ def scan(i: int) -> dict[str, object]:
     }
 
 
+def hexed(text: str) -> str:
+    """A marker as a health record's ID must be: a hexadecimal hash."""
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def health(i: int) -> dict[str, object]:
     return {
-        "record_id": f"{TAG}-rec-{i}",
+        "record_id": hexed(f"{TAG}-rec-{i}"),
         "kind": "vaccinations",
         "person_id": RESIDENTS[i % len(RESIDENTS)],
         "import_id": f"{TAG}-imp",
@@ -183,6 +190,7 @@ def store_rows(rows: list[list[object]]) -> dict[str, object]:
 class Spec:
     good: Callable[[int], Any]
     marker: str
+    mark: Callable[[str], str] = str  # a marker as the marker field takes it
     wrong: dict[str, list[object]] = field(default_factory=dict)
     # whole records, valid-looking but bad, with the reason's fragment
     odd: list[tuple[Callable[[dict[str, Any]], Any], tuple[str, ...]]] = field(default_factory=list)
@@ -247,6 +255,7 @@ SPECS: dict[str, Spec] = {
     topics.HEALTH_RECORDS: Spec(
         health,
         "record_id",
+        hexed,
         wrong={
             "person_id": BAD_IDS,
             "record_id": [5, None, ["r"]],
@@ -293,8 +302,8 @@ SPECS: dict[str, Spec] = {
             "exposure_id": [5, None, ["x"]],
             "tier": ["F3", "", 1, None],
             "reason": ["gossip", 5],
-            "overlap_minutes": ["an hour", None, [60]],
-            "version": ["v1", -1, 10**30, 1.5],
+            "overlap_minutes": ["an hour", None, [60], -5, 1e308 * 10],
+            "version": ["v1", -1, 10**30, 2**63, 1.5],
             "overlap_start": BAD_TIMES,
             "flagged_at": BAD_TIMES,
             "withdrawn": [[], {"x": 1}, "perhaps"],
@@ -369,6 +378,9 @@ def hostile_bytes(good: bytes, rng: random.Random) -> tuple[bytes | None, str, t
             ),
         )
     if kind == 9:
+        if rng.random() < 0.5:
+            at = good.index(b'"', 2) + 1
+            return good[:at] + b"\\ud800" + good[at:], "a lone surrogate", ("json", "utf")
         return b"\x00" * rng.randrange(1, 100) + good, "NUL prefix", ABOUT_BYTES
     if kind == 10:
         return good + b"garbage", "trailing garbage", ("json", "trailing")
@@ -419,7 +431,7 @@ def make_records(topic: str, spec: Spec, rng: random.Random) -> list[Record]:
         i += len(bodies)
     for b in range(BAD):
         base = spec.good(n_good + b)
-        marker = f"{TAG}-bad-{topic}-{b}"
+        marker = spec.mark(f"{TAG}-bad-{topic}-{b}")
         if isinstance(base, dict) and spec.marker:
             base[spec.marker] = marker
         key = None if rng.random() < 0.2 else f"{TAG}-b{b % 11}".encode()
@@ -453,7 +465,7 @@ def make_records(topic: str, spec: Spec, rng: random.Random) -> list[Record]:
             # records; the Kafka record is the bad one's)
             good_items = [spec.good(10_000 + b * 3 + j) for j in range(2)]
             for g in good_items:
-                g[spec.marker] = f"{TAG}-bg-{topic}-{b}-{g[spec.marker]}"
+                g[spec.marker] = spec.mark(f"{TAG}-bg-{topic}-{b}-{g[spec.marker]}")
                 out.append(
                     Record(topic, None, key, True, "good (beside a bad item)", g[spec.marker])
                 )
@@ -604,20 +616,27 @@ def residents_csv(path: Path) -> Path:
     return path
 
 
+MARKERS = re.compile(r"fz\d+-[A-Za-z0-9_.:-]+|[0-9a-f]{24}")
+
+
 def source_of(
     letter: dict[str, Any],
     by_offset: dict[tuple[str, int, int], Record],
     by_marker: dict[str, Record],
 ) -> Record | None:
+    """The record a dead letter stands for: a good record its payload names (a good one
+    dead-lettered), else the record at its offset, else the record its payload names."""
+    named = [
+        by_marker[m] for m in MARKERS.findall(str(letter.get("payload", ""))) if m in by_marker
+    ]
+    good = [r for r in named if r.good]
+    if good:
+        return good[0]
     if letter.get("partition") is not None and letter.get("offset") is not None:
         found = by_offset.get((letter["topic"], letter["partition"], letter["offset"]))
         if found is not None:
             return found
-    payload = str(letter.get("payload", ""))
-    for marker, rec in by_marker.items():
-        if marker in payload:
-            return rec
-    return None
+    return named[0] if named else None
 
 
 def test_hostile_records_on_every_consumed_topic(platform: Platform, tmp_path: Path) -> None:
