@@ -4,7 +4,8 @@ rather than memory.
 
 Caps, checked in this order (the first one hit answers):
 
-- per client: requests in flight from one client, a client being its address *and* the
+- per client: requests in flight from one client (four times as many in the gate's pool:
+  a gateway device fronts a site's gates), a client being its address *and* the
   credential it claims (a device ID, a bearer token's hash): so a flood from one place
   cannot take a device's slots even when it claims that device's ID (the claim is checked
   later, by :class:`api.access.Access`); and per address, whatever it claims;
@@ -119,8 +120,10 @@ class FloodGuard:
     def _over(self, client: str, address: str, pool: str, cost: int) -> str | None:
         """Which cap this request would pass (a sentence), or None."""
         lim = self.limits
-        if self.clients.get(client, 0) >= lim.per_client:
-            return f"too many requests in flight from this client ({lim.per_client})"
+        # A device at the door may front a site's gates (a gateway): four times the slots.
+        mine = lim.per_client * (4 if pool == "gate" else 1)
+        if self.clients.get(client, 0) >= mine:
+            return f"too many requests in flight from this client ({mine})"
         if self.addresses.get(address, 0) >= lim.per_address:
             return f"too many requests in flight from this address ({lim.per_address})"
         cap = {"general": lim.general, "gate": lim.gate, "streams": lim.streams}[pool]

@@ -62,8 +62,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "color_message",  # uvicorn's copy of the message with terminal colours
 }
 _MAX_DEPTH = 4
-# httpx (the store proxy, webhooks) logs every request's full URL at INFO.
-QUIET_LOGGERS = ("httpx", "httpcore")
+# httpx (the store proxy, webhooks) logs every request's full URL at INFO; aiokafka's
+# connection logs every request and response at DEBUG, records' keys and values in them
+# (ID numbers, escaped past the masks below).
+QUIET_LOGGERS = ("httpx", "httpcore", "aiokafka.conn")
 
 
 def redact_text(text: str) -> str:
@@ -127,7 +129,7 @@ def configure_logging(level: str | int = "WARNING") -> None:
     changes the level). Uvicorn is told ``log_config=None`` so it keeps to this."""
     root = logging.getLogger()
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    for chatty in QUIET_LOGGERS:  # they log whole URLs: paths with IDs, query strings
+    for chatty in QUIET_LOGGERS:  # whole URLs (paths with IDs, query strings), payloads
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return

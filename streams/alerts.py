@@ -29,6 +29,7 @@ from tracing.events import (
     DeadLetter,
     ExposureFlagged,
     ReportStatusChanged,
+    parse_record,
     payload_text,
     validation_errors,
 )
@@ -87,7 +88,7 @@ class AlertRaiser:
         dead = []
         for rec in records:
             try:
-                draft = exposure_alert(ExposureFlagged.model_validate_json(rec.value or b""))
+                draft = exposure_alert(parse_record(ExposureFlagged, rec.value))
             except ValidationError as exc:
                 reason = "; ".join(validation_errors(exc))
                 dead.append(self._letter(self.exposures_topic, rec, reason))
@@ -116,7 +117,7 @@ class AlertRaiser:
         dead = []
         for rec in records:
             try:
-                event = ReportStatusChanged.model_validate_json(rec.value or b"")
+                event = parse_record(ReportStatusChanged, rec.value)
             except ValidationError as exc:
                 reason = "; ".join(validation_errors(exc))
                 dead.append(self._letter(self.status_topic, rec, reason))

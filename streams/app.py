@@ -38,7 +38,13 @@ from streams.guard import Guard
 from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
 from streams.tracer import Tracer
-from tracing.events import DeadLetter, ExposureFlagged, ReportStatusChanged, validation_errors
+from tracing.events import (
+    SHORT_TEXT,
+    DeadLetter,
+    ExposureFlagged,
+    ReportStatusChanged,
+    validation_errors,
+)
 from tracing.reports import REPORT_RETENTION, late_record
 from tracing.visits import Visit
 
@@ -77,8 +83,9 @@ def _flag_row(raw: bytes | None) -> ExposureFlagged:
         and type(body["withdrawn"]) is bool
         and type(body["overlap_minutes"]) in (int, float)
         and body["overlap_minutes"] >= 0
-        and all(type(body[k]) is str for k in _FLAG_TEXT)
+        and all(type(body[k]) is str and len(body[k]) <= SHORT_TEXT for k in _FLAG_TEXT)
         and (body["checkpoint_id"] is None or type(body["checkpoint_id"]) is str)
+        and len(body["checkpoint_id"] or "") <= SHORT_TEXT
     )
     try:
         if plain:

@@ -25,7 +25,7 @@ from infra.clients import Clients
 from infra.settings import Settings
 from streams.guard import Guard
 from streams.scans import RawRecord
-from tracing.events import DeadLetter, ReportStatusChanged, validation_errors
+from tracing.events import DeadLetter, ReportStatusChanged, parse_record, validation_errors
 from tracing.reports import EPOCH, ReportState
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class CaseRecorder:
             # The record's one model, as the topic's other reader (streams.alerts) checks
             # it: both refuse the same records, each with a dead letter.
             try:
-                report_id = ReportStatusChanged.model_validate_json(rec.value or b"").report_id
+                report_id = parse_record(ReportStatusChanged, rec.value).report_id
             except ValidationError as exc:
                 dead.append(self._letter(rec, "; ".join(validation_errors(exc))[:1000]))
                 continue

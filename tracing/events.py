@@ -6,7 +6,7 @@ Names say what happened (STYLE.md §3). Times are timezone-aware; UTC inside.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -79,6 +79,9 @@ def _aware(value: object) -> object:
 AwareTime = Annotated[datetime, BeforeValidator(_aware)]
 # What ClickHouse's UInt64 and orjson both hold, and no less than zero.
 Version = Annotated[int, Field(ge=0, lt=2**63)]
+# IDs, names and versions inside records: never a field of thousands of characters.
+SHORT_TEXT = 256
+ShortText = Annotated[str, Field(max_length=SHORT_TEXT)]
 
 
 class ScanRecorded(BaseModel):
@@ -94,6 +97,15 @@ class ScanRecorded(BaseModel):
     source: Literal["gate", "self"]
     t_out: Timestamp | None = None  # a check-out, when the checkpoint records one
 
+    @model_validator(mode="after")
+    def _pseudonymous(self) -> ScanRecorded:
+        # The scan and checkpoint IDs are kept as they are in analytics (ClickHouse), where
+        # people appear by pseudonym only: an ID that spells out the person's is refused.
+        for name in ("scan_id", "checkpoint_id"):
+            if self.person_id in getattr(self, name):
+                raise ValueError(f"{name}: must not hold the person's ID number")
+        return self
+
     def check_time(self, now: datetime, max_age: timedelta | None = MAX_SCAN_AGE) -> None:
         """Refuse scans stamped in the future (beyond a small device clock skew) or older
         than the tracing retention, and check-outs before check-ins (or over a day later)."""
@@ -106,6 +118,23 @@ class ScanRecorded(BaseModel):
             )
         if self.t_out is not None and not self.ts <= self.t_out <= self.ts + timedelta(days=1):
             raise ValueError("t_out: must be after ts and within a day of it")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_record(model: type[M], raw: bytes | None) -> M:
+    """A Kafka record into its model, parsed as strict JSON first (orjson: no NaN, no
+    Infinity, no lone surrogates, which pydantic's own JSON parser lets through), so every
+    reader of a topic refuses the same records. Invalid JSON is a ValidationError too."""
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError.from_exception_data(
+            model.__name__,
+            [{"type": "json_invalid", "loc": (), "input": "", "ctx": {"error": str(exc)}}],
+        ) from None
+    return model.model_validate(body)
 
 
 def validation_errors(exc: ValidationError) -> list[str]:
@@ -177,20 +206,20 @@ class ExposureFlagged(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    exposure_id: str
-    report_id: str
-    person_key: str
+    exposure_id: ShortText
+    report_id: ShortText
+    person_key: ShortText
     tier: Literal["F1", "F2"]
-    via_key: str
+    via_key: ShortText
     reason: Literal["co-location", "household"]
-    checkpoint_id: str | None
-    district: str = ""
+    checkpoint_id: ShortText | None
+    district: ShortText = ""
     # Bounded like every other record's (a hostile record's times, numbers and versions
     # must be refused here, by every reader alike, not by one store's insert).
     overlap_start: AwareTime
     overlap_end: AwareTime
     overlap_minutes: float = Field(ge=0, allow_inf_nan=False)
-    rule_version: str
+    rule_version: ShortText
     flagged_at: AwareTime  # the report's reported_at: event time, the same on a replay
     withdrawn: bool = False
     version: Version = 0
@@ -204,7 +233,7 @@ class ReportStatusChanged(BaseModel):
     status: Literal["tracing", "done", "held", "withdrawn"]
     counts: dict[str, Version]
     preview: dict[str, dict[str, Version]] | None = None
-    rule_version: str
+    rule_version: ShortText
     changed_at: AwareTime
 
 
@@ -248,8 +277,8 @@ class HealthRecordImported(BaseModel):
     # The record's natural key (kind, person, key fields), hashed: hexadecimal, which the
     # import ledger buckets by (registry.imports.record_key).
     record_id: str = Field(pattern=r"^[0-9a-f]{4,64}$")
-    kind: str
+    kind: ShortText
     person_id: PersonId
-    import_id: str
+    import_id: ShortText
     record: dict[str, object]
     supersedes: bool = False  # accepted by a steward over a conflicting applied record

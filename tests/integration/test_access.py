@@ -133,7 +133,7 @@ class World:
         self.review_id = item["review_id"]
         visits = [
             {
-                "scan_id": f"acc-visit-{pid}",
+                "scan_id": f"acc-visit-{pid[-4:]}",  # never the ID number itself
                 "person_id": pid,
                 "checkpoint_id": CP,
                 "ts": (NOW - timedelta(hours=5)).isoformat(),
@@ -156,6 +156,9 @@ class World:
         self.device_id = self.call(
             "POST", "/v1/devices", "admin", json={"checkpoint_ids": [CP]}
         ).json()["device_id"]
+        # the audit checks count records since a second before each call: the setup's
+        # own reads (the alert polls above) must be older than that
+        time.sleep(1.1)
 
     def _first_alert(self, role: str) -> str:
         deadline = time.monotonic() + 60
@@ -443,6 +446,14 @@ def test_scope_credentials_and_replays(platform: Platform, tmp_path: Path) -> No
         timeout=30,
     )
     assert r.status_code == 403
+    # nor by claiming the other checkpoint's device: a key signs for its own device only
+    mine, theirs = w.auth["device"], w.other_device
+    assert isinstance(mine, DeviceAuth) and isinstance(theirs, DeviceAuth)
+    _, other_scan = _scan()
+    other_scan["json"][0]["checkpoint_id"] = CP_OTHER
+    impostor = DeviceAuth(theirs.device_id, mine.key)
+    r = httpx.post(f"{platform.url}/v1/scans", json=other_scan["json"], auth=impostor, timeout=30)
+    assert r.status_code == 401 and "does not match" in r.json()["error"], r.text
     # a signed request: replayed, tampered, stale
     device = w.auth["device"]
     assert isinstance(device, DeviceAuth)
