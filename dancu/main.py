@@ -403,6 +403,24 @@ def rebuild() -> None:
     from infra.rebuild import rebuild_all
     from registry.cards import load_rulebook
 
+    async def backlog() -> int:
+        from infra.kafka_io import KafkaLag
+
+        lag = KafkaLag(settings)
+        await lag.start()
+        try:
+            return await lag.sink_backlog()
+        finally:
+            await lag.stop()
+
+    waiting = asyncio.run(backlog())
+    if waiting:
+        err.print(
+            f"[red]error:[/red] the ClickHouse sink has {waiting} record(s) still to write; "
+            "start the platform (dancu up) so it writes them, then rebuild"
+        )
+        raise typer.Exit(1)
+
     async def run() -> dict[str, int]:
         async with open_stores(settings, clickhouse=True) as st:
             assert st.clickhouse is not None

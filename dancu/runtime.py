@@ -163,11 +163,20 @@ async def simulator_access(clients: Clients, sim: TrafficSimulator) -> Access:
     return Access(BearerAuth(token), devices, officials)
 
 
-def _die_with_parent() -> None:
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded here: never dlopen in a child
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
     """In the child: be killed when the parent dies (even by SIGKILL), so a crashed
-    `dancu up` never leaves a process holding the store and its port."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    `dancu up` never leaves a process holding the store and its port; and if the parent
+    died before that took effect, die now."""
+
+    def arm() -> None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 @dataclass
@@ -192,7 +201,10 @@ class Child:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # before any thread exists in this process
+                # A session of its own: a Ctrl-C at the terminal reaches this process only,
+                # which then stops the children in order (SIGTERM, each ends its batch).
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),  # async-signal-safe calls only
             )
         self.pidfile.write_text(str(self.proc.pid))
 
@@ -234,11 +246,13 @@ def child_processes(settings: Settings, workers: int) -> list[Child]:
     ]
 
 
-def supervise(children: list[Child], stopping: threading.Event) -> None:
-    """Watch each child: one that exits on its own is started again (a worker's partitions
-    went to the others meanwhile and come back by rebalance; the store's rows waited in
-    Kafka). More than five exits in a minute stops this process instead of answering
-    gates while scans pile up unprocessed."""
+def supervise(children: list[Child], stopping: threading.Event, lock: threading.Lock) -> None:
+    """Watch each child: one that exits on its own is started again after a back-off (1 s,
+    doubling to 30 s while it keeps exiting; a worker's partitions went to the others
+    meanwhile and come back by rebalance; the store's rows waited in Kafka). More than five
+    exits in a minute stops this process instead of answering gates while scans pile up
+    unprocessed. ``lock`` orders a restart against the stop: no child is started once
+    stopping is set."""
 
     def watch(child: Child) -> None:
         while True:
@@ -247,16 +261,22 @@ def supervise(children: list[Child], stopping: threading.Event) -> None:
             if stopping.is_set():
                 return
             now = time.monotonic()
-            child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-            if not child.restart or len(child.restarts) > 5:
+            child.restarts = [t for t in child.restarts if now - t < 600] + [now]
+            if len([t for t in child.restarts if now - t < 60]) > 5:
                 console.print(f"[red]the {child.name} process exited ({code}); stopping[/red]")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            console.print(f"[yellow]the {child.name} process exited ({code}); restarting[/yellow]")
-            time.sleep(1.0)
-            if stopping.is_set():
+            delay = min(30.0, 2.0 ** (len(child.restarts) - 1))
+            console.print(
+                f"[yellow]the {child.name} process exited ({code}); restarting in "
+                f"{delay:.0f} s[/yellow]"
+            )
+            if stopping.wait(delay):
                 return
-            child.start()
+            with lock:
+                if stopping.is_set():
+                    return
+                child.start()
 
     for child in children:
         name = f"{child.name}-watch"
@@ -295,17 +315,21 @@ def serve(settings: Settings, options: RunOptions) -> RunSummary:
     # short). As an exception it unwinds through the ``finally`` below instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     children = child_processes(settings, max(1, options.workers))
+    for stale in (settings.data_dir / "run").glob("*.pid"):  # a SIGKILLed run's
+        stale.unlink(missing_ok=True)
     stopping = threading.Event()
+    lock = threading.Lock()
     try:
         for child in children:
             child.start()
-        supervise(children, stopping)
+        supervise(children, stopping, lock)
         api_settings = settings.model_copy(
             update={"store_url": f"http://127.0.0.1:{settings.store_port}"}
         )
         return _serve(api_settings, options)
     finally:
-        stopping.set()
+        with lock:
+            stopping.set()
         stop_processes(children)
 
 

@@ -175,9 +175,15 @@ class Clients:
             credentials=Credentials(redis, settings.redis_prefix),
             staff=StaffStore(redis, settings.redis_prefix),
             tracing=TracingStore(redis, settings.redis_prefix, window),
-            # Beyond the hot window only the store's owner can read ClickHouse.
+            # Beyond the hot window the visits are in ClickHouse: a worker reads them from a
+            # ClickHouse server; the embedded chDB is the store's process's alone, so there
+            # a worker traces from the hot window only (and says so, TieredCandidates).
             candidates=TieredCandidates(
-                index, ClickHouseCandidates(ch) if owns_store else None, window
+                index,
+                ClickHouseCandidates(ch)
+                if owns_store or not settings.embedded_clickhouse
+                else None,
+                window,
             ),
             exposure_rules=load_exposure_rules(settings.exposure_rules_file, settings.hold_above),
             alerts=AlertStore(redis, settings.redis_prefix, settings.redis_url),

@@ -132,6 +132,18 @@ class KafkaLag:
         )
         return scans + rows
 
+    async def sink_backlog(self) -> int:
+        """Records the ClickHouse sink has not written yet (``store-rows``, ``exposures``,
+        ``report-status``): a rebuild from ClickHouse before this is 0 would miss them."""
+        group = self.settings.sink_group
+        found = await asyncio.gather(
+            *(
+                self.lag(t, group)
+                for t in (topics.STORE_ROWS, topics.EXPOSURES, topics.REPORT_STATUS)
+            )
+        )
+        return sum(found)
+
     async def lag(self, logical_topic: str = topics.SCANS, group: str | None = None) -> int:
         """Records of a topic that ``group`` (the workers' by default) has not committed."""
         assert self._admin and self._consumer, "KafkaLag.start() first"

@@ -99,6 +99,8 @@ def decode(value: bytes | None) -> tuple[Table, list[list[object]]]:
                 raise SinkRecordError(
                     f"{table.columns[i]} is not an ISO 8601 time: {str(row[i])[:40]!r}"
                 ) from None
+            if not 2000 <= stamp.year <= 2200:  # a version column: a far future wins forever
+                raise SinkRecordError(f"{table.columns[i]} is out of range: {row[i][:40]!r}")
             row[i] = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     return table, rows
 

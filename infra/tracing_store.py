@@ -20,6 +20,8 @@ that a step cut short leaves nothing a reader trusts (each method says how).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -46,6 +48,8 @@ from tracing.visits import Visit
 # A visit lasts at most a day (tracing.events.ScanRecorded), so an interval that could
 # overlap a visit began at most a day before it.
 MAX_VISIT = timedelta(days=1)
+
+_log = logging.getLogger(__name__)
 
 
 # A candidate query: (person key or checkpoint ID, start, end).
@@ -422,9 +426,21 @@ class TieredCandidates:
         self.cold = cold
         # A margin: the index is trimmed by each key's newest event, a little behind now.
         self.window = window - timedelta(hours=1)
+        self._warned = -1e9
 
     def _cold(self, start: datetime) -> bool:
-        return self.cold is not None and start - MAX_VISIT < datetime.now(UTC) - self.window
+        beyond = start - MAX_VISIT < datetime.now(UTC) - self.window
+        if beyond and self.cold is None and time.monotonic() - self._warned > 600:
+            self._warned = time.monotonic()  # once in ten minutes, not once a lookup
+            _log.warning(
+                "a trace reaches back to %s, before the %d-day hot window, and this worker "
+                "cannot read ClickHouse (embedded chDB belongs to the store's process): "
+                "visits older than the window are not traced; run ClickHouse as a server "
+                "(CLICKHOUSE_URL) or raise DANCU_VISIT_WINDOW_DAYS",
+                start.isoformat(timespec="minutes"),
+                (self.window + timedelta(hours=1)).days,
+            )
+        return self.cold is not None and beyond
 
     async def visits_of(self, person_key: str, start: datetime, end: datetime) -> list[Visit]:
         if self._cold(start):

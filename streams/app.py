@@ -369,27 +369,33 @@ def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
             200, within=settings.batch_seconds
         )
         async for events in batches:
-            by_table: dict[str, list[tuple[RawRecord, Table, list[object]]]] = {}
-            dead = []
-            for e in events:
-                rec = RawRecord(e.value, e.message.partition, e.message.offset)
-                try:
-                    table, found = decode_rows(rec.value)
-                except SinkRecordError as exc:
-                    dead.append(
-                        DeadLetter(
-                            topic=rows_name,
-                            reason=str(exc),
-                            payload=(rec.value or b"")[:10_000].decode("utf-8", "replace"),
-                            partition=rec.partition,
-                            offset=rec.offset,
-                        )
+            batch = [RawRecord(e.value, e.message.partition, e.message.offset) for e in events]
+            # Bounded in bytes as well (records are up to 1 MiB): no insert, and no stretch
+            # of decoding on the loop, grows with the batch.
+            for part in bounded(batch, settings.batch_max_bytes):
+                await write_rows(part)
+
+    async def write_rows(records: Sequence[RawRecord]) -> None:
+        by_table: dict[str, list[tuple[RawRecord, Table, list[object]]]] = {}
+        dead = []
+        for rec in records:
+            try:
+                table, found = decode_rows(rec.value)
+            except SinkRecordError as exc:
+                dead.append(
+                    DeadLetter(
+                        topic=rows_name,
+                        reason=str(exc),
+                        payload=(rec.value or b"")[:10_000].decode("utf-8", "replace"),
+                        partition=rec.partition,
+                        offset=rec.offset,
                     )
-                    continue
-                by_table.setdefault(table.name, []).extend((rec, table, r) for r in found)
-            await guard.bury(dead)
-            for name, items in by_table.items():
-                await guard.write_each(f"ClickHouse {name} insert", items, insert, row_letter)
+                )
+                continue
+            by_table.setdefault(table.name, []).extend((rec, table, r) for r in found)
+        await guard.bury(dead)
+        for name, items in by_table.items():
+            await guard.write_each(f"ClickHouse {name} insert", items, insert, row_letter)
 
     exposures_topic = raw_topic(topics.EXPOSURES)
     exposures_name = exposures_topic.get_topic_name()

@@ -217,12 +217,14 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         platform.sign_out()
 
 
+@pytest.mark.parametrize("redis", ["one server", "Redis Cluster"])
 def test_the_clickhouse_sink_stopped_for_a_minute_under_load(
-    base_settings: Settings, tmp_path: Path
+    base_settings: Settings, tmp_path: Path, redis: str, request: pytest.FixtureRequest
 ) -> None:
     scans = sc.bulk_scans(40_000, "sink-stop", seed=13)
     scan_ids = [str(s["scan_id"]) for s in scans]
-    platform = Platform(base_settings, tmp_path / "dancu")
+    on = base_settings if redis == "one server" else request.getfixturevalue("cluster_settings")
+    platform = Platform(on, tmp_path / "dancu")
     try:
         prepare(platform, tmp_path)
         store = platform.pid_of("store")
@@ -260,7 +262,7 @@ def test_the_clickhouse_sink_stopped_for_a_minute_under_load(
         c_missing, c_dup, _ = once(scan_ids, index.by_checkpoint)
         record(
             Outcome(
-                "the ClickHouse sink stopped for a minute under load",
+                f"the ClickHouse sink stopped for a minute under load ({redis})",
                 len(scans),
                 v_missing + p_missing + c_missing,
                 v_dup + p_dup + c_dup,
