@@ -86,7 +86,11 @@ def test_redis_away_mid_stream_is_waited_out_and_nothing_is_lost(
     stats = platform.wait_processed(4000, timeout=120)
     assert stats["scans_processed"] == 4000 and stats["visits_total"] == 4000
     assert asyncio.run(redis_counts(platform)) == (4000, 4000)
-    assert status(platform, "001090123456")["colour"] == "green"
+    # The import's records waited on health-records (not counted by wait_processed, which
+    # is about scans): applied within the status agent's back-off (at most 10 s) after.
+    wait_for(
+        lambda: status(platform, "001090123456")["colour"] == "green", 60, "the import applied"
+    )
 
 
 def test_a_batch_clickhouse_refuses_is_split_not_stalled(
