@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
@@ -19,7 +19,7 @@ from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
 from infra.ledger import ImportLedger
 from infra.redis_store import CheckpointDirectory, VisitIndex, make_redis
-from infra.residents import ClickHouseRegistry, ResidentStore, health_record_row
+from infra.residents import ClickHouseRegistry, ResidentStore
 from infra.secrets import pseudonym_key
 from infra.settings import Settings
 from infra.staff import StaffStore
@@ -27,8 +27,7 @@ from infra.tracing_store import ClickHouseCandidates, TieredCandidates, TracingS
 from infra.webhooks import WebhookStore
 from registry.cards import RuleBook, load_rulebook
 from registry.pseudonym import Pseudonymizer
-from registry.residents import analytics_row
-from tracing.events import ExposureFlagged, HealthRecordImported
+from tracing.events import ExposureFlagged
 from tracing.rules import ExposureRuleBook, load_exposure_rules
 from tracing.visits import Visit
 
@@ -94,23 +93,6 @@ class ClickHouseVisitSink:
 
     async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
         await asyncio.to_thread(self.clickhouse.insert_visits, visits, places)
-
-
-class ClickHouseResidentSink:
-    """The resident sink port on ClickHouse: pseudonymous rows, off the event loop."""
-
-    def __init__(self, clickhouse: ClickHouse, pseudonymize: Callable[[str], str]) -> None:
-        self.analytics = ClickHouseRegistry(clickhouse)
-        self.pseudonymize = pseudonymize
-
-    async def upsert(
-        self, residents: Sequence[dict[str, str]], facts: Sequence[HealthRecordImported]
-    ) -> None:
-        now = datetime.now(UTC)
-        rows = [analytics_row(r, self.pseudonymize, r.get("source", ""), now) for r in residents]
-        history = [health_record_row(e, self.pseudonymize, now) for e in facts]
-        await self.analytics.insert_health_records(history)
-        await self.analytics.insert_residents(rows)
 
 
 @dataclass
