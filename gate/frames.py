@@ -282,10 +282,11 @@ def gate_look(rng: np.random.Generator, size: tuple[float, float] = (100, 340)) 
     )
 
 
-def gate_camera(rng: np.random.Generator) -> Camera:
-    """A gate camera's frame: focus blur around σ 1.2, sensor noise, JPEG around 50."""
+def gate_camera(rng: np.random.Generator, blur: float | None = None) -> Camera:
+    """A gate camera's frame: focus blur σ 0.6-1.4 (or ``blur``), sensor noise, JPEG
+    around 50."""
     return Camera(
-        blur=float(rng.uniform(0.6, 1.4)),
+        blur=float(rng.uniform(0.6, 1.4)) if blur is None else blur,
         noise=float(rng.uniform(2, 7)),
         jpeg=int(rng.integers(45, 56)),
         shading=float(rng.uniform(0, 0.3)),
