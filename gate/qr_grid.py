@@ -51,6 +51,9 @@ REFINE_STEPS = (1.0, 0.5, 0.25, 0.125)  # px
 CANCEL_RADIUS = 2  # modules of neighbourhood in the decision feedback
 CANCEL_ROUNDS = 6
 MIN_PX_PER_MODULE = 1.5  # below this a symbol's modules are not resolved at all
+# Larger symbols are left to zxing-cpp: cards are versions 7-9 and posters smaller, and a
+# damaged large one (up to 81 blocks) would cost seconds of Reed-Solomon attempts.
+GRID_MAX_VERSION = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,11 +393,21 @@ def _cancel(
 
 
 def read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
-    """The text of a located symbol read on its refined module grid, or [] (see above)."""
+    """The text of a located symbol read on its refined module grid, or [] (see above).
+    A degenerate place (corners in a line, outside the frame) reads nothing."""
+    try:
+        return _read_symbol(grey, symbol)
+    except (np.linalg.LinAlgError, cv2.error, ValueError):
+        return []
+
+
+def _read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
     n = symbol.size
     quad = symbol.quad
+    if not np.isfinite(quad).all():
+        return []
     side = float(np.linalg.norm(quad[1] - quad[0]) + np.linalg.norm(quad[3] - quad[0])) / 2
-    if side / n < MIN_PX_PER_MODULE:
+    if side / n < MIN_PX_PER_MODULE or symbol.version > GRID_MAX_VERSION:
         return []
     margin = 12
     height, width = grey.shape
@@ -409,6 +422,8 @@ def read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
     mild = cv2.filter2D(crop, -1, wiener_kernel(*REFINE_DEBLUR, 15, 2))
     grid = _refine(mild, local, symbol)
     h = _homography(grid, n)
+    if not np.isfinite(h).all():
+        return []
     points = _points(n, 3).reshape(-1, 2)
     observed = _sample(mild, h, points).reshape(n, n, 9).mean(axis=2).astype(np.float64)
     for sigma, nsr in DEBLURS:
@@ -452,7 +467,7 @@ FINDER_LEVEL = 0.6  # correlation a finder reaches at least
 FINDER_PEAKS = 6
 PPM_RANGE = (1.6, 3.8)  # px per module of the symbols looked for
 FORMAT_MISMATCH = 9  # of the 30 format modules (two copies; BCH distance 7 a copy)
-LOCATE_MAX_VERSION = 15  # cards are 7-9, posters smaller: zxing-cpp finds larger ones
+LOCATE_MAX_VERSION = GRID_MAX_VERSION
 VERSION_TRIES = 2  # versions whose grids are refined and compared
 FORMAT_TRIES = 2  # format words tried (a wrong one only fails the read)
 
@@ -561,6 +576,13 @@ def _fit(image: np.ndarray, quad: np.ndarray, n: int, where: np.ndarray, want: n
 def locate(grey: np.ndarray) -> list[Symbol]:
     """Symbols found by their blurred finder patterns in ``grey`` (a crop around where a
     code may be), with version, level and mask read from the frame; best first."""
+    try:
+        return _locate(grey)
+    except (np.linalg.LinAlgError, cv2.error, ValueError):
+        return []
+
+
+def _locate(grey: np.ndarray) -> list[Symbol]:
     image = cv2.filter2D(grey.astype(np.float32), -1, wiener_kernel(*REFINE_DEBLUR, 15, 2))
     out: list[Symbol] = []
     for tl, tr, bl in _triangles(_finder_peaks(image))[:3]:

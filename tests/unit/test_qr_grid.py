@@ -189,3 +189,23 @@ def test_clutter_without_a_code_locates_nothing_readable() -> None:
                 assert qr_grid.read_symbol(crop, symbol) == []
         assert qr.decode_texts(grey) == []
     assert looked >= 10
+
+
+def test_any_place_reads_without_raising() -> None:
+    """Corners anywhere (in a line, on one point, far outside, not finite): [] or a text,
+    never an exception that would stop a gate."""
+    _, s = card_symbol()
+    grey = qr.to_grey(small_dim_card(5))
+    rng = np.random.default_rng(9)
+    places = [
+        np.full((4, 2), 50, np.float32),
+        np.array([[0, 0], [100, 0], [200, 0], [300, 0]], np.float32),
+        np.array([[-500, -500], [-300, -500], [-300, -300], [-500, -300]], np.float32),
+        np.array([[0, 0], [np.inf, 0], [100, 100], [0, 100]], np.float32),
+        np.array([[0, 0], [np.nan, 0], [100, 100], [0, 100]], np.float32),
+    ]
+    places += [rng.uniform(-100, 700, (4, 2)).astype(np.float32) for _ in range(40)]
+    for quad in places:
+        assert isinstance(qr_grid.read_symbol(grey, Symbol(quad, s.version, "M", 3)), list)
+    for size in [(0, 0), (1, 1), (5, 300), (300, 5)]:
+        assert qr_grid.locate(np.zeros(size, np.uint8)) == []
