@@ -29,6 +29,8 @@ gives up; the refinement gets within 1/8 px of where the truth's modules read be
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -43,11 +45,17 @@ import zxingcpp
 EC_LEVELS = {"L": segno.consts.ERROR_LEVEL_L, "M": segno.consts.ERROR_LEVEL_M}
 EC_LEVELS |= {"Q": segno.consts.ERROR_LEVEL_Q, "H": segno.consts.ERROR_LEVEL_H}
 ERASURE_MARGIN = 4  # RS symbols a block keeps in reserve: 2 x errors + erasures <= nsym - 4
+ERASURE_STEP = 2  # erasures added per attempt on a block (0, 2, 4, ... up to the margin)
+# Reed-Solomon decodes one symbol may cost (pure Python, about 1.3 ms each): a card's
+# symbol (4-5 blocks) needs at most 30; a symbol crafted so that every block needs the
+# most erasures would otherwise cost 200 a deblur.
+RS_DECODES = 60
 # Wiener deblurs tried, (focus blur σ px, noise-to-signal): the strongest read the most
 # modules right on the bench's failures (σ 1.4 best, 1.2 and 1.6 next).
 DEBLURS = ((1.4, 0.01), (1.2, 0.01), (1.6, 0.01))
 REFINE_DEBLUR = (1.2, 0.05)
 REFINE_STEPS = (1.0, 0.5, 0.25, 0.125)  # px
+MIRROR_MARGIN = 0.3  # format-module correlation the mirrored reading must win by
 CANCEL_RADIUS = 2  # modules of neighbourhood in the decision feedback
 CANCEL_ROUNDS = 6
 MIN_PX_PER_MODULE = 1.5  # below this a symbol's modules are not resolved at all
@@ -84,6 +92,12 @@ class Symbol:
         return 17 + 4 * self.version
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A cached array made read-only: callers share it."""
+    array.flags.writeable = False
+    return array
+
+
 @cache
 def wiener_kernel(sigma: float, nsr: float, size: int, dims: int) -> np.ndarray:
     """A FIR approximation of the Wiener deconvolution filter for a Gaussian focus blur of
@@ -102,7 +116,7 @@ def wiener_kernel(sigma: float, nsr: float, size: int, dims: int) -> np.ndarray:
     kernel = (
         kernel[c - h : c + h + 1] if dims == 1 else kernel[c - h : c + h + 1, c - h : c + h + 1]
     )
-    return (kernel / kernel.sum()).astype(np.float32)
+    return _frozen((kernel / kernel.sum()).astype(np.float32))
 
 
 # --- the symbol's structure -------------------------------------------------------------
@@ -125,7 +139,7 @@ def function_mask(version: int) -> np.ndarray:
                     f[r - 2 : r + 3, c - 2 : c + 3] = True
     if version >= 7:
         f[:6, n - 11 : n - 8] = f[n - 11 : n - 8, :6] = True
-    return f
+    return _frozen(f)
 
 
 @cache
@@ -133,7 +147,7 @@ def known_modules(version: int, ec: str, mask: int) -> tuple[np.ndarray, np.ndar
     """(where, value): the non-data modules and their values (1 = dark) for a symbol of
     this version, level and mask, taken from a symbol segno draws with them."""
     code = segno.make_qr("1", version=version, error=ec.lower(), mask=mask, boost_error=False)
-    return function_mask(version), np.asarray(code.matrix, np.uint8)
+    return function_mask(version), _frozen(np.asarray(code.matrix, np.uint8))
 
 
 def _mask_pattern(mask: int, n: int) -> np.ndarray:
@@ -200,6 +214,9 @@ def _layout(version: int, ec: str, mask: int) -> _Layout:
     )
 
 
+_RS_LOCK = threading.Lock()
+
+
 @cache
 def _codec(nsym: int) -> reedsolo.RSCodec:
     # QR's Reed-Solomon code: GF(256) over x^8+x^4+x^3+x^2+1, generator roots a^0..a^(n-1).
@@ -220,14 +237,19 @@ def correct(bits: np.ndarray, certainty: np.ndarray, symbol: Symbol) -> np.ndarr
         received[b][i] = words[k]
         confidence[b][i] = sure[k]
     fixed: list[bytearray] = []
+    budget = RS_DECODES
     for b, (_, nsym) in enumerate(lay.blocks):
         ranked = [int(i) for i in np.argsort(confidence[b], kind="stable")]
-        for erased in range(0, nsym - ERASURE_MARGIN + 1, 2):
+        for erased in range(0, nsym - ERASURE_MARGIN + 1, ERASURE_STEP):
+            if budget <= 0:
+                return None
+            budget -= 1
             erase = sorted(ranked[:erased])
             try:
-                _, full, errata = _codec(nsym).decode(
-                    bytearray(received[b]), erase_pos=erase or None
-                )
+                with _RS_LOCK:  # reedsolo keeps its field tables in module globals
+                    _, full, errata = _codec(nsym).decode(
+                        bytearray(received[b]), erase_pos=erase or None
+                    )
             except reedsolo.ReedSolomonError:
                 continue
             errors = len(set(errata) - set(erase))
@@ -269,7 +291,7 @@ def _points(n: int, sub: int) -> np.ndarray:
     oy, ox = np.meshgrid(offsets, offsets, indexing="ij")
     xs = c[:, :, None, None] + ox[None, None]
     ys = r[:, :, None, None] + oy[None, None]
-    return np.stack([xs, ys], -1).reshape(n, n, sub * sub, 2).astype(np.float32)
+    return _frozen(np.stack([xs, ys], -1).reshape(n, n, sub * sub, 2).astype(np.float32))
 
 
 def _refine(
@@ -339,6 +361,20 @@ def _read_clean(bits: np.ndarray) -> list[str]:
     ]
 
 
+def _oriented(image: np.ndarray, quad: np.ndarray, symbol: Symbol) -> np.ndarray:
+    """The corners as the symbol reads, the top-right and bottom-left swapped for a
+    mirrored symbol (zxing-cpp reports one's corners as if it were transposed). Finders,
+    timing, alignment and version blocks look the same either way: the format modules,
+    known for this level and mask, tell."""
+    n = symbol.size
+    fmt, words = _format_modules(symbol.version)
+    want = words[(symbol.ec, symbol.mask)]
+    turned = quad[[0, 3, 2, 1]]
+    if _fit(image, turned, n, fmt, want) > _fit(image, quad, n, fmt, want) + MIRROR_MARGIN:
+        return turned
+    return quad
+
+
 def _neighbours(bits: np.ndarray, radius: int) -> np.ndarray:
     """n x n x (2r+1)^2: each module's neighbourhood (outside the symbol: light)."""
     n = bits.shape[0]
@@ -392,16 +428,17 @@ def _cancel(
     return current.astype(np.uint8), certainty
 
 
-def read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
+def read_symbol(grey: np.ndarray, symbol: Symbol, deadline: float | None = None) -> list[str]:
     """The text of a located symbol read on its refined module grid, or [] (see above).
-    A degenerate place (corners in a line, outside the frame) reads nothing."""
+    A degenerate place (corners in a line, outside the frame) reads nothing; past
+    ``deadline`` (time.monotonic()) no further deblur is tried."""
     try:
-        return _read_symbol(grey, symbol)
+        return _read_symbol(grey, symbol, deadline)
     except (np.linalg.LinAlgError, cv2.error, ValueError):
         return []
 
 
-def _read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
+def _read_symbol(grey: np.ndarray, symbol: Symbol, deadline: float | None) -> list[str]:
     n = symbol.size
     quad = symbol.quad
     if not np.isfinite(quad).all():
@@ -420,7 +457,7 @@ def _read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
     local = quad - np.array([x0, y0], np.float32)
     known, value = known_modules(symbol.version, symbol.ec, symbol.mask)
     mild = cv2.filter2D(crop, -1, wiener_kernel(*REFINE_DEBLUR, 15, 2))
-    grid = _refine(mild, local, symbol)
+    grid = _refine(mild, _oriented(mild, local, symbol), symbol)
     h = _homography(grid, n)
     if not np.isfinite(h).all():
         return []
@@ -436,15 +473,12 @@ def _read_symbol(grey: np.ndarray, symbol: Symbol) -> list[str]:
         middle = (dark + light) / 2
         bits = (values < middle).astype(np.uint8)
         bits[known] = value[known]
-        texts = _read_clean(bits)
-        if texts:
-            return texts
-        bits, certainty = _cancel(observed, bits, symbol)
-        texts = _read_clean(bits)
-        if not texts:
-            fixed = correct(bits, certainty, symbol)
-            texts = _read_clean(fixed) if fixed is not None else []
-        if texts:
+        # Only a matrix that passed correct() (its margin kept) goes to zxing-cpp, which
+        # would correct up to the full capacity and so accept noise far more often. The
+        # decisions are those with the neighbours' blur taken out.
+        fixed = correct(*_cancel(observed, bits, symbol), symbol)
+        texts = _read_clean(fixed) if fixed is not None else []
+        if texts or (deadline is not None and time.monotonic() > deadline):
             return texts
     return []
 
@@ -613,15 +647,18 @@ def _locate(grey: np.ndarray) -> list[Symbol]:
         _, version, quad = max(refined, key=lambda t: t[0])
         n = 17 + 4 * version
         fmt, words = _format_modules(version)
-        h = _homography(quad, n)
-        read = _sample(image, h, _points(n, 1)[:, :, 0, :][fmt])
-        read = read - read.mean()
-        bits = (read < 0).astype(np.uint8)
-        # Nearest format words by correlation (soft), kept when few modules disagree.
-        ranked = sorted(words.items(), key=lambda kv: float(read @ (kv[1] - 0.5)))
-        for (ec, mask), word in ranked[:FORMAT_TRIES]:
-            if int((bits != word).sum()) <= FORMAT_MISMATCH:
-                out.append(Symbol(quad, version, ec, mask))
+        # The three finders read one way or, mirrored, transposed: the format modules
+        # (nearest words by correlation, kept when few modules disagree) tell which.
+        options = []
+        for grid in (quad, quad[[0, 3, 2, 1]]):
+            read = _sample(image, _homography(grid, n), _points(n, 1)[:, :, 0, :][fmt])
+            read = read - read.mean()
+            for combo, word in words.items():
+                options.append((float(read @ (word - 0.5)), combo, grid, (read < 0) != word))
+        options.sort(key=lambda t: t[0])
+        for _, (ec, mask), grid, wrong in options[:FORMAT_TRIES]:
+            if int(wrong.sum()) <= FORMAT_MISMATCH:
+                out.append(Symbol(grid, version, ec, mask))
     return out
 
 

@@ -98,7 +98,7 @@ def test_a_symbol_the_cascade_only_locates_is_read_on_its_grid(
 ) -> None:
     image = small_dim_card(seed)
     assert qr.decode_texts(image) == [CARD]
-    monkeypatch.setattr(qr, "read_symbol", lambda grey, symbol: [])
+    monkeypatch.setattr(qr, "read_symbol", lambda grey, symbol, deadline=None: [])
     assert qr.decode_texts(image) != [CARD]
 
 
@@ -209,3 +209,33 @@ def test_any_place_reads_without_raising() -> None:
         assert isinstance(qr_grid.read_symbol(grey, Symbol(quad, s.version, "M", 3)), list)
     for size in [(0, 0), (1, 1), (5, 300), (300, 5)]:
         assert qr_grid.locate(np.zeros(size, np.uint8)) == []
+
+
+@pytest.mark.parametrize("seed", [5, 7])
+def test_a_mirrored_symbol_zxing_locates_is_read(seed: int) -> None:
+    """zxing-cpp reports a mirrored symbol's corners as if it were transposed: the format
+    modules decide the orientation."""
+    mirrored = np.ascontiguousarray(small_dim_card(seed)[:, ::-1])
+    assert qr.decode_texts(mirrored) == [CARD]
+
+
+@pytest.mark.parametrize("seed", [7, 13])
+def test_a_mirrored_symbol_is_located_by_its_finders(seed: int) -> None:
+    assert qr.decode_texts(np.ascontiguousarray(blurred_small_card(seed)[:, ::-1])) == [CARD]
+
+
+@pytest.mark.parametrize(
+    "shape", [(0, 0), (1, 1), (1, 400), (400, 1), (6, 6), (20, 300), (3, 4000)]
+)
+def test_an_image_too_small_for_a_symbol_reads_nothing(shape: tuple[int, int]) -> None:
+    assert qr.decode_texts(np.zeros(shape, np.uint8)) == []
+    assert qr.decode_texts(np.full((*shape, 3), 200, np.uint8)) == []
+
+
+def test_past_the_budget_no_further_search_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no time left after the first pass, a symbol only the grid reads stays unread,
+    while a plain card is still read by the first pass."""
+    monkeypatch.setattr(qr, "EXTRA_BUDGET", -1.0)
+    assert qr.decode_texts(small_dim_card(5)) == []
+    clear = frames.render([CARD], [Look(size=220, angle=8)], frames.CLEAN, seed=1)
+    assert qr.decode_texts(clear) == [CARD]
