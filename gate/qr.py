@@ -23,8 +23,8 @@ every pass (about 15-20 ms on one core).
 
 Four steps follow the cascade (the gate mix of bench/qr.py, seed 10, 1,500 frames:
 93.5% exact before them, 95.6% after the first, 95.9% with the last, 96.7% with the
-second, 97.7% with its decision feedback and 99.1% with the third; seeds 1 and 7, which
-the figures in README come from, moved alike):
+second, 97.7% with its decision feedback and 98.9% with the third; seeds 1 and 7, which
+the figures in README come from, moved alike to 99.05%; all three were looked at):
 
 - regions: code-sized patches of QR-like texture that no decoded code covers (a cheap
   gradient map, about 0.15 ms a frame) get the cascade of their own, on a crop. The
@@ -44,8 +44,8 @@ the figures in README come from, moved alike):
 
 Frames the first pass decodes pay the texture map (and, for a textured patch that is no
 code, a cascade on its crop): the median is about 1.3x plain zxing-cpp's. A frame with a
-code that cannot be read costs most: 20-90 ms at the 99th percentile, 165 ms at worst
-(one core).
+code that cannot be read costs most: about 50 ms at the 99th percentile on one core;
+EXTRA_BUDGET bounds frames built to mislead (0.1-0.35 s at 640x480).
 """
 
 from __future__ import annotations
