@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from gate.qr_grid import Symbol, locate, read_symbol, wiener_kernel
+from gate.qr_grid import Symbol, inside, locate, read_symbol, wiener_kernel
 from registry.cccd import parse_cccd
 from registry.errors import InvalidQrPayload
 
@@ -183,25 +183,16 @@ def _read(image: np.ndarray, scale: float = 1.0) -> _Read:
     return out
 
 
-def _inside(point: np.ndarray, quad: np.ndarray) -> bool:
-    return (
-        cv2.pointPolygonTest(quad.reshape(-1, 1, 2), (float(point[0]), float(point[1])), False) >= 0
-    )
-
-
 def _undecoded(failed: list[np.ndarray], decoded: list[np.ndarray]) -> bool:
     """Whether a symbol that failed lies apart from every decoded one."""
-    return any(not any(_inside(f.mean(axis=0), d) for d in decoded) for f in failed)
-
-
-_wiener_kernel = wiener_kernel  # shared with gate.qr_grid
+    return any(not any(inside(f.mean(axis=0), d) for d in decoded) for f in failed)
 
 
 def _deblur(sigma: float, nsr: float, dims: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """A retry pass: Wiener-deblur the frame for this blur and noise, then 2x up (cubic)."""
 
     def prepare(grey: np.ndarray) -> np.ndarray:
-        kernel = _wiener_kernel(sigma, nsr, 15, dims)
+        kernel = wiener_kernel(sigma, nsr, 15, dims)
         if dims == 1:
             sharp = cv2.sepFilter2D(grey, -1, kernel, kernel)
         else:
@@ -381,7 +372,7 @@ def _distinct(quads: list[np.ndarray], decoded: list[np.ndarray]) -> list[np.nda
     quads are distinct unless every corner is within a quarter pixel."""
     out: list[np.ndarray] = []
     for quad in quads:
-        if any(_inside(quad.mean(axis=0), d) for d in decoded):
+        if any(inside(quad.mean(axis=0), d) for d in decoded):
             continue
         if all(np.abs(quad - q).max() > 0.25 for q in out):
             out.append(quad)
@@ -392,7 +383,7 @@ def _read_rectified(grey: np.ndarray, failed: list[np.ndarray]) -> list[str]:
     """Texts of failed symbols read once warped upright (see RECTIFIED)."""
     if not failed:
         return []
-    kernel = _wiener_kernel(1.4, 0.02, 15, 2)
+    kernel = wiener_kernel(1.4, 0.02, 15, 2)
     sharp = cv2.filter2D(grey, -1, kernel)
     texts: list[str] = []
     read: list[np.ndarray] = []  # centres of the symbols read: their other quads are skipped
@@ -493,7 +484,7 @@ def _distinct_symbols(symbols: list[Symbol], decoded: list[np.ndarray]) -> list[
     out: list[Symbol] = []
     for symbol in symbols:
         centre = symbol.quad.mean(axis=0)
-        if any(_inside(centre, d) for d in decoded):
+        if any(inside(centre, d) for d in decoded):
             continue
         if all(np.linalg.norm(centre - s.quad.mean(axis=0)) >= 10 for s in out):
             out.append(symbol)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -303,15 +304,7 @@ def _refine(
     known, value = known_modules(symbol.version, symbol.ec, symbol.mask)
     if where is not None:
         known = known & where
-    points = _points(n, 1)[:, :, 0, :][known]
-    want = value[known].astype(np.float32)
-    want = (want - want.mean()) / np.linalg.norm(want - want.mean())
-
-    def fit(q: np.ndarray) -> float:
-        v = _sample(image, _homography(q, n), points)
-        v = v - v.mean()
-        return -float(v @ want) / (float(np.linalg.norm(v)) + 1e-6)  # dark = low grey
-
+    fit = _fitter(image, n, known, value[known])
     q = quad.astype(np.float64)
     best = fit(q)
     for step in REFINE_STEPS:
@@ -600,11 +593,25 @@ def _structure(version: int) -> tuple[np.ndarray, np.ndarray]:
     return where, known_modules(version, "M", 0)[1][where]
 
 
-def _fit(image: np.ndarray, quad: np.ndarray, n: int, where: np.ndarray, want: np.ndarray) -> float:
-    v = _sample(image, _homography(quad, n), _points(n, 1)[:, :, 0, :][where])
-    v = v - v.mean()
+def _fitter(
+    image: np.ndarray, n: int, where: np.ndarray, want: np.ndarray
+) -> Callable[[np.ndarray], float]:
+    """How well the modules ``where`` match ``want`` (1 = dark) for corners ``quad``:
+    the correlation of their centres' grey with it, dark being low grey."""
+    points = _points(n, 1)[:, :, 0, :][where]
     w = want.astype(np.float32) - want.mean()
-    return -float(v @ w) / (float(np.linalg.norm(v) * np.linalg.norm(w)) + 1e-6)
+    w /= np.linalg.norm(w) + 1e-12
+
+    def fit(quad: np.ndarray) -> float:
+        v = _sample(image, _homography(quad, n), points)
+        v = v - v.mean()
+        return -float(v @ w) / (float(np.linalg.norm(v)) + 1e-6)
+
+    return fit
+
+
+def _fit(image: np.ndarray, quad: np.ndarray, n: int, where: np.ndarray, want: np.ndarray) -> float:
+    return _fitter(image, n, where, want)(quad)
 
 
 def locate(grey: np.ndarray) -> list[Symbol]:
@@ -620,7 +627,7 @@ def _locate(grey: np.ndarray) -> list[Symbol]:
     image = cv2.filter2D(grey.astype(np.float32), -1, wiener_kernel(*REFINE_DEBLUR, 15, 2))
     out: list[Symbol] = []
     for tl, tr, bl in _triangles(_finder_peaks(image))[:3]:
-        if any(_inside_quad(tl, s.quad) for s in out):
+        if any(inside(tl, s.quad) for s in out):
             continue
         spacing = float(np.linalg.norm(tr - tl) + np.linalg.norm(bl - tl)) / 2
         versions = [
@@ -662,7 +669,8 @@ def _locate(grey: np.ndarray) -> list[Symbol]:
     return out
 
 
-def _inside_quad(point: np.ndarray, quad: np.ndarray) -> bool:
+def inside(point: np.ndarray, quad: np.ndarray) -> bool:
+    """Whether a point lies in (or on) a quadrilateral."""
     return (
         cv2.pointPolygonTest(quad.reshape(-1, 1, 2), (float(point[0]), float(point[1])), False) >= 0
     )
@@ -672,6 +680,7 @@ __all__ = [
     "Symbol",
     "correct",
     "function_mask",
+    "inside",
     "known_modules",
     "locate",
     "read_symbol",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.services import (
+    ClusterService,
     KafkaService,
     ServiceError,
     ServiceStatus,
@@ -35,6 +36,7 @@ from infra.services import (
     format_kafka_storage,
     kafka_java,
     kafka_properties,
+    live_pid,
     new_cluster_id,
     port_open,
     resolve_kafka_jars,
@@ -80,11 +82,7 @@ class KafkaNode:
         return f"127.0.0.1:{self.port}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return live_pid(self.pidfile)
 
 
 def free_ports(n: int) -> list[int]:
@@ -426,12 +424,13 @@ def _with_admin(bootstrap: str, action: Any, timeout: float = 30.0) -> Any:
             time.sleep(0.5)
 
 
-class KafkaClusterService:
+class KafkaClusterService(ClusterService):
     """The embedded Kafka as a local cluster (``KAFKA_BROKERS`` > 1) for
     ``dancu services``: nodes on the settings' broker and controller ports, under
     ``<data_dir>/kafka-cluster``, sharing the single broker's jars."""
 
     name = "kafka"
+    START_TIMEOUT = 180.0
 
     def __init__(self, settings: Settings) -> None:
         k = settings.kafka
@@ -471,13 +470,3 @@ class KafkaClusterService:
         else:
             state = "starting"
         return ServiceStatus(self.name, state, self.endpoint, pid, detail)
-
-    def start(self, timeout: float = 180.0) -> ServiceStatus:
-        if not self.external:
-            self.cluster.start(timeout)
-        return self.status()
-
-    def stop(self, timeout: float = 30.0) -> ServiceStatus:
-        if not self.external:
-            self.cluster.stop(timeout)
-        return self.status()

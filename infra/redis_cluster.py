@@ -22,10 +22,12 @@ from pathlib import Path
 
 from infra.services import (
     REDIS_MEMORY_ARGS,
+    ClusterService,
     ServiceError,
     ServiceStatus,
     _apt_install,
     _pid_alive,
+    live_pid,
     port_open,
 )
 from infra.settings import Settings
@@ -101,11 +103,7 @@ class RedisCluster:
         return self._dir(node) / "pid"
 
     def pid(self, node: int) -> int | None:
-        try:
-            pid = int(self._pidfile(node).read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return live_pid(self._pidfile(node))
 
     def _command(self, node: int) -> list[str]:
         port = self.ports[node]
@@ -306,7 +304,7 @@ class RedisCluster:
         return rows
 
 
-class RedisClusterService:
+class RedisClusterService(ClusterService):
     """``dancu services`` for ``REDIS_CLUSTER=1``: the cluster on ``REDIS_PORT`` and the
     two ports after it, under ``<data_dir>/redis-cluster`` (an external ``REDIS_URL``
     makes it external, as for the single server)."""
@@ -332,13 +330,3 @@ class RedisClusterService:
         state = states.pop() if len(states) == 1 else "degraded"  # some nodes down
         pids = ",".join(str(r.pid) for r in rows if r.pid)
         return ServiceStatus(self.name, state, self.settings.redis_url, None, pids)
-
-    def start(self, timeout: float = 90.0) -> ServiceStatus:
-        if not self.external:
-            self.cluster.start(timeout)
-        return self.status()
-
-    def stop(self, timeout: float = 30.0) -> ServiceStatus:
-        if not self.external:
-            self.cluster.stop(timeout)
-        return self.status()

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from infra.settings import Settings
 
@@ -50,6 +50,41 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
         return False
 
 
+def live_pid(pidfile: Path) -> int | None:
+    """The pid a pid file names, if that process is alive (not a zombie)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+class ClusterService:
+    """``dancu services`` for a local cluster: subclasses set ``cluster`` (with
+    ``start(timeout)`` and ``stop(timeout)``), ``external``, ``status()`` and
+    ``START_TIMEOUT``."""
+
+    START_TIMEOUT = 90.0
+    cluster: Any
+
+    @property
+    def external(self) -> bool:
+        raise NotImplementedError
+
+    def status(self) -> ServiceStatus:
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> ServiceStatus:
+        if not self.external:
+            self.cluster.start(self.START_TIMEOUT if timeout is None else timeout)
+        return self.status()
+
+    def stop(self, timeout: float = 30.0) -> ServiceStatus:
+        if not self.external:
+            self.cluster.stop(timeout)
+        return self.status()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,11 +112,7 @@ class _Service:
     endpoint: str
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
+        return live_pid(self.pidfile)
 
     def status(self) -> ServiceStatus:
         if self.external:
