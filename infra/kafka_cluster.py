@@ -389,7 +389,11 @@ class KafkaCluster:
                         f"starting; see {n.out} and {n.logs / 'kafka.log'}"
                     )
             if all(port_open(self.node(i).port) for i in want):
-                up = self.brokers_up(via)
+                # Every running node's own view must list them: brokers learn of each
+                # other from the controller at their own pace, and a client may ask any.
+                asked = [via] if via else [n for n in self.nodes if n.pid() is not None]
+                views = [self.brokers_up(n) for n in asked]
+                up = set.intersection(*views) if views else set()
                 if want <= up:
                     return
             time.sleep(0.5)
