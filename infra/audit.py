@@ -122,7 +122,7 @@ class AuditDrain:
             result = self.ch.call(
                 lambda c: c.query(
                     f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {self.ch.db}.audit_log FINAL "
-                    f"WHERE {' AND '.join(where)} ORDER BY at DESC "
+                    f"WHERE {' AND '.join(where)} ORDER BY at DESC, entry_id DESC "  # ties: stable
                     "LIMIT 1 BY entry_id LIMIT %(limit)s",  # a re-drained entry once
                     parameters=params,
                 )

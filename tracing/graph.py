@@ -55,6 +55,12 @@ class Cluster:
     checkpoints: tuple[str, ...]
 
 
+def cluster_id(first_case: str) -> str:
+    """A cluster's name, from its first F0's pseudonym: split, so that no run of it can
+    read as a 12-digit personal ID (a hex pseudonym is sometimes all digits)."""
+    return f"c-{first_case[:6]}-{first_case[6:12]}"
+
+
 def clusters(g: nx.DiGraph, case_visits: Iterable[Visit]) -> list[Cluster]:
     """F0s joined through shared F1s (the graph) or shared places (checkpoints they
     visited) form one cluster; a lone F0 is a cluster of one."""
@@ -68,7 +74,7 @@ def clusters(g: nx.DiGraph, case_visits: Iterable[Visit]) -> list[Cluster]:
             continue
         places = sorted(n[3:] for n in component if str(n).startswith("cp:"))
         people = sum(1 for n in component if not str(n).startswith("cp:"))
-        out.append(Cluster(f"c-{cases[0][:12]}", tuple(cases), people, tuple(places)))
+        out.append(Cluster(cluster_id(cases[0]), tuple(cases), people, tuple(places)))
     return sorted(out, key=lambda c: (-len(c.cases), c.cluster_id))
 
 

@@ -58,6 +58,14 @@ def test_one_broker_of_three_killed_mid_stream_and_restarted_no_acknowledged_sca
             f"the scans partitions led by brokers other than {victim}",
         )
         moved = time.monotonic() - killed
+        # Down at least DOWN seconds, and until the two left have taken writes (on a busy
+        # machine the clients may take longer than that to find the new leaders).
+        wait_for(
+            lambda: devices.acked() - acked_at_kill,
+            lambda n: n > 0,
+            120,
+            "scans acknowledged with two brokers of three",
+        )
         time.sleep(max(0.0, killed + DOWN - time.monotonic()))
         acked_while_down = devices.acked() - acked_at_kill
         restarted = time.monotonic()

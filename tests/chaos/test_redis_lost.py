@@ -97,6 +97,7 @@ def test_redis_killed_and_restarted_empty_rebuild_restores_statuses_and_indexes(
         assert once(scan_ids, before_index.by_person) == (0, 0, 0)
         assert once(scan_ids, before_index.by_checkpoint) == (0, 0, 0)
         before = digest([before_status, before_index.entries])
+        platform.wait_sink_drained()  # the rebuild reads what the sink wrote
 
         # Redis dies under the running platform and comes back with nothing.
         private_redis.kill()

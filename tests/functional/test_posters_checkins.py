@@ -39,9 +39,13 @@ class FakeCheckpoints:
 
 
 class World:
-    def __init__(self, tmp: Path, burst: int = 60) -> None:
+    def __init__(self, tmp: Path, burst: int = 60, rate: float = 5.0) -> None:
         self.settings = Settings(
-            topic_prefix="t-", data_dir=tmp, poster_key="p" * 32, checkin_burst=burst
+            topic_prefix="t-",
+            data_dir=tmp,
+            poster_key="p" * 32,
+            checkin_burst=burst,
+            checkin_rate=rate,
         )
         self.app = create_app(self.settings)
         self.producer = FakeProducer()
@@ -181,7 +185,7 @@ async def test_a_kiosk_device_checks_in_for_its_own_checkpoint_only(world: World
 
 
 async def test_one_address_is_braked_with_retry_after(tmp_path: Path) -> None:
-    world = World(tmp_path, burst=3)
+    world = World(tmp_path, burst=3, rate=0.01)  # no refill between the requests
     body = {"poster": world.poster(), "person_id": P1}
     async with world.client() as c:
         answers = [await c.post("/v1/checkins", json=body) for _ in range(4)]

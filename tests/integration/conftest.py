@@ -190,6 +190,29 @@ class Platform:
             time.sleep(0.5)
         raise AssertionError(f"not processed in {timeout}s: {stats}")
 
+    def wait_sink_drained(self, timeout: float = 120) -> None:
+        """Until the ClickHouse sink has committed everything sent to it so far
+        (``store-rows``, ``exposures``, ``report-status``): a stop followed by a rebuild,
+        or by a read of ClickHouse, needs it (``dancu rebuild`` refuses a backlog)."""
+        from infra.kafka_io import KafkaLag
+
+        async def backlog() -> int:
+            lag = KafkaLag(self.settings)
+            await lag.start()
+            try:
+                return await lag.sink_backlog()
+            finally:
+                await lag.stop()
+
+        deadline = time.monotonic() + timeout
+        left = -1
+        while time.monotonic() < deadline:
+            left = asyncio.run(backlog())
+            if left == 0:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"the sink still had {left} records after {timeout}s")
+
 
 def with_credentials(settings: Settings, action: Callable[[Credentials], Awaitable[Any]]) -> Any:
     """Run one action on the platform's credential store (own loop and connection)."""

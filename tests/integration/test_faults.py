@@ -169,11 +169,12 @@ def test_rebuild_restores_every_status_after_redis_is_lost(
         what="statuses applied",
     )
     before = _digest(platform, ids)
+    platform.wait_sink_drained()  # the rebuild reads what the sink wrote
     platform.stop()
 
     async def flushall() -> None:
-        redis = Redis.from_url(platform.settings.redis_url)
-        await redis.flushall()
+        redis = Redis.from_url(platform.settings.redis_url, socket_timeout=120)
+        await redis.flushall()  # synchronous: seconds on a server with a large AOF
         await redis.aclose()
 
     asyncio.run(flushall())

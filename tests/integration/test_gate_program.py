@@ -70,7 +70,7 @@ def gate_command(
         sys.executable, "-m", "dancu", "gate",
         "--checkpoint", CP, "--images", str(images), "--api", platform.url,
         "--device-file", str(device), "--queue", str(queue),
-        "--offline-policy", "allow", "--check-timeout", "2", *extra,
+        "--offline-policy", "allow", "--check-timeout", "10", *extra,
     ]  # fmt: skip
 
 

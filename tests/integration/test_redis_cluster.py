@@ -406,6 +406,7 @@ def test_a_platform_on_the_cluster_traces_and_rebuilds(
         assert stats["scans_processed"] == len(SCANS)
         counts = asyncio.run(indexed(platform))
         assert counts == (len(SCANS), len(SCANS))
+        platform.wait_sink_drained()  # the rebuild reads what the sink wrote
         platform.stop()
 
         # Redis lost (every master flushed): the registry export again, then a rebuild.

@@ -130,21 +130,6 @@ def prepare(p: Platform, tmp: Path) -> None:
     p.wait_processed(len(SCANS))
 
 
-def consumer_lag(p: Platform, topic: str) -> int:
-    """Records of ``topic`` the platform's consumer group has not committed yet."""
-    from infra.kafka_io import KafkaLag
-
-    async def read() -> int:
-        lag = KafkaLag(p.settings)
-        await lag.start()
-        try:
-            return await lag.lag(topic)
-        finally:
-            await lag.stop()
-
-    return asyncio.run(read())
-
-
 def flags_on_kafka(p: Platform, expected: int) -> list[dict]:  # type: ignore[type-arg]
     async def read() -> list[dict]:  # type: ignore[type-arg]
         consumer = AIOKafkaConsumer(
@@ -280,7 +265,7 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
     # An f0-positives import feeds the same topic: X is reported, and traced.
     csv = "person_id,name,dob,sample_time,reported_at\n" + (
         f"{IDS['X']},Nguyễn Văn X,1990-01-01,{(T0 + timedelta(hours=11)).isoformat()},"
-        f"{(T0 + timedelta(hours=12, minutes=30)).isoformat()}\n"
+        f"{(T0 + timedelta(hours=12)).isoformat()}\n"  # now, never tomorrow in Hà Nội
     )
     r = platform.api("steward").post(
         "/v1/imports/f0-positives?filename=f0.csv", content=csv.encode(), timeout=60
@@ -296,7 +281,7 @@ def test_report_correct_withdraw_and_a_late_scan(platform: Platform, tmp_path: P
 
     # ClickHouse holds every flag, pseudonymous, the last version of each: the seven of
     # r1 withdrawn, C's from the import flagged (once the sink agent committed them all).
-    wait_for(lambda: consumer_lag(platform, "exposures"), lambda lag: lag == 0, 30)
+    platform.wait_sink_drained()
     platform.stop()
     from infra.clickhouse import ClickHouse
 
@@ -339,7 +324,7 @@ def test_the_brake(base_settings, tmp_path: Path) -> None:  # type: ignore[no-un
 
         # Redis lost: the registry export re-imported, then `dancu rebuild` puts the
         # exposures still flagged (from ClickHouse) back on their residents.
-        wait_for(lambda: consumer_lag(p, "exposures"), lambda lag: lag == 0, 30)
+        p.wait_sink_drained()
         p.stop()
 
         async def forget() -> None:

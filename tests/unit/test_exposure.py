@@ -176,3 +176,15 @@ def test_graph_clusters_and_hotspots() -> None:
     near = [*case_visits, v("Z", "cp1", t(12, 9), t(12, 10))]
     (spot,) = hotspots(near)
     assert spot.checkpoint_id == "cp1" and spot.cases == ("A", "Z")
+
+
+def test_a_cluster_id_never_reads_as_a_personal_id() -> None:
+    """Pseudonyms are hex, and sometimes their first 12 characters are all digits: the
+    dashboard's markup would then carry what looks like a CCCD number."""
+    import re
+
+    from tracing.graph import cluster_id
+
+    digits = "781477658543" + "ab" * 10
+    assert not re.search(r"(?<![0-9A-Za-z.])[0-9]{12}(?![0-9A-Za-z])", cluster_id(digits))
+    assert cluster_id(digits) != cluster_id("781477658544" + "ab" * 10)
