@@ -56,9 +56,32 @@ async def create_topics(settings: Settings, names: Iterable[str] = topics.ALL) -
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+        # A topic is created by the controller and learnt by the brokers a moment later: a
+        # consumer group formed in between would be assigned nothing of it (Faust's
+        # assignor skips a topic it cannot see) until its next rebalance.
+        await _until_served(admin, real, timeout=60)
     finally:
         await admin.close()
     return real
+
+
+async def _until_served(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    """Wait until the cluster's metadata shows every partition of ``names`` with a leader."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = {t["topic"]: t for t in await admin.describe_topics(names)}
+        if all(
+            t is not None
+            and t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in (found.get(n) for n in names)
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            missing = sorted(n for n in names if found.get(n, {}).get("error_code", -1) != 0)
+            raise TimeoutError(f"Kafka topics not served after {timeout:.0f} s: {missing}")
+        await asyncio.sleep(0.2)
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
