@@ -137,6 +137,35 @@ class ClickHouse:
             )
         )
 
+    def written_scans(self, rows: Sequence[Sequence[Any]], chunk: int = 250) -> set[str]:
+        """The scan IDs of these ``visits`` rows (columns as :data:`VISIT_COLUMNS`) that
+        the table holds already: the check of rows that may be a replay (infra/replays.py).
+        Looked up by the table's key (checkpoints, then a time range, then scan IDs), so the
+        primary index keeps the read small; ``chunk`` rows a query keep it well under
+        ClickHouse's ``max_query_size`` (256 KiB) with IDs of the longest allowed length."""
+        i_id, i_cp, i_t = (VISIT_COLUMNS.index(c) for c in ("scan_id", "checkpoint_id", "t_in"))
+        sql = (
+            f"SELECT DISTINCT scan_id FROM {self.db}.visits WHERE checkpoint_id IN %(cps)s "
+            "AND t_in >= fromUnixTimestamp64Milli(%(lo)s, 'UTC') "
+            "AND t_in <= fromUnixTimestamp64Milli(%(hi)s, 'UTC') AND scan_id IN %(ids)s"
+        )
+        found: set[str] = set()
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            times = [as_utc(r[i_t]).timestamp() for r in part]
+            params = {
+                "cps": sorted({str(r[i_cp]) for r in part}),
+                "ids": sorted({str(r[i_id]) for r in part}),
+                "lo": int(min(times) * 1000) - 1,  # whole milliseconds, either way
+                "hi": int(max(times) * 1000) + 1,
+            }
+
+            def fetch(c: Client, p: dict[str, object] = params) -> list[Any]:
+                return list(c.query(sql, parameters=p).result_rows)
+
+            found.update(str(r[0]) for r in self.call(fetch))
+        return found
+
     def visit_totals(self) -> tuple[int, int]:
         """(distinct scans, raw rows) in the visits table."""
         row = self.call(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from infra.alerts import AlertStore
 from infra.audit import AuditDrain
-from infra.clickhouse import ClickHouse
+from infra.clickhouse import ClickHouse, visit_rows
 from infra.credentials import Credentials
 from infra.faults import AgentHealth
 from infra.kafka_io import KafkaHealthRecords, KafkaLag, make_producer
@@ -91,8 +91,23 @@ class ClickHouseVisitSink:
     def __init__(self, clickhouse: ClickHouse) -> None:
         self.clickhouse = clickhouse
 
-    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
-        await asyncio.to_thread(self.clickhouse.insert_visits, visits, places)
+    async def insert(
+        self,
+        visits: Sequence[Visit],
+        places: dict[str, dict[str, str]],
+        again: Collection[str] = frozenset(),
+        lanes: Mapping[str, int] | None = None,
+    ) -> None:
+        await asyncio.to_thread(self._insert, visits, places, again)
+
+    def _insert(
+        self, visits: Sequence[Visit], places: dict[str, dict[str, str]], again: Collection[str]
+    ) -> None:
+        if again:  # possibly written before this process's restart: only what is missing
+            repeat = [v for v in visits if v.scan_id in again]
+            written = self.clickhouse.written_scans(visit_rows(repeat, places, datetime.now(UTC)))
+            visits = [v for v in visits if v.scan_id not in written]
+        self.clickhouse.insert_visits(visits, places)
 
 
 @dataclass

@@ -9,15 +9,24 @@ table written this way is a ReplacingMergeTree on the row's own key, so a replay
 collapses and the arrival order of two records never matters.
 
 One Kafka record is ``{"table": name, "columns": [...], "rows": [[...], ...]}`` (orjson,
-datetimes as ISO 8601), at most ~1 MiB.
+datetimes as ISO 8601), at most ~1 MiB, with ``"replayed": true`` when the worker may have
+sent these rows before (it was stopped between this send and its offset commit).
+
+A table with insert-time views (``visits``, behind the dashboard's hourly counts) must not
+receive a row twice, even though the table itself would collapse it: the view would count
+it again. So of a record that may be a replay (one its worker marked, or one at or below
+the sink's own replay mark in infra/replays.py: the sink stopped between an insert and
+its commit), the sink writes only the rows ClickHouse does not hold yet. Every other
+record is inserted as it comes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -36,12 +45,20 @@ class Table:
     name: str
     columns: tuple[str, ...]
     datetimes: frozenset[str]  # columns sent as ISO 8601 text, parsed back by the sink
+    # Tables with insert-time views: the column that names a row, which a replayed
+    # record writes once only ("" for the others).
+    counted_by: str = ""
 
 
 TABLES = {
     t.name: t
     for t in (
-        Table("visits", tuple(VISIT_COLUMNS), frozenset({"t_in", "t_out", "recorded_at"})),
+        Table(
+            "visits",
+            tuple(VISIT_COLUMNS),
+            frozenset({"t_in", "t_out", "recorded_at"}),
+            counted_by="scan_id",
+        ),
         Table("residents", tuple(ANALYTICS_COLUMNS), frozenset({"updated_at"})),
         Table("health_records", tuple(HEALTH_RECORD_COLUMNS), frozenset({"applied_at"})),
     )
@@ -52,10 +69,18 @@ class SinkRecordError(ValueError):
     """A ``store-rows`` record the sink cannot write; the message names the problem."""
 
 
-def encode(table: str, rows: Sequence[Sequence[object]]) -> list[bytes]:
+class Decoded(NamedTuple):
+    table: Table
+    rows: list[list[object]]
+    replayed: bool  # the sender may have sent these rows before
+
+
+def encode(table: str, rows: Sequence[Sequence[object]], *, replayed: bool = False) -> list[bytes]:
     """``rows`` of ``table`` as records of at most ~1 MiB each."""
     columns = list(TABLES[table].columns)
     head = b'{"table":' + orjson.dumps(table) + b',"columns":' + orjson.dumps(columns)
+    if replayed:
+        head += b',"replayed":true'
     out: list[bytes] = []
     part: list[bytes] = []
     size = 0
@@ -71,7 +96,7 @@ def encode(table: str, rows: Sequence[Sequence[object]]) -> list[bytes]:
     return out
 
 
-def decode(value: bytes | None) -> tuple[Table, list[list[object]]]:
+def decode(value: bytes | None) -> Decoded:
     """A record back into its table and typed rows, or :class:`SinkRecordError`."""
     try:
         body = orjson.loads(value or b"")
@@ -102,7 +127,10 @@ def decode(value: bytes | None) -> tuple[Table, list[list[object]]]:
             if not 2000 <= stamp.year <= 2200:  # a version column: a far future wins forever
                 raise SinkRecordError(f"{table.columns[i]} is out of range: {row[i][:40]!r}")
             row[i] = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-    return table, rows
+    replayed = body.get("replayed", False)
+    if not isinstance(replayed, bool):
+        raise SinkRecordError("replayed must be true or false")
+    return Decoded(table, rows, replayed)
 
 
 class KafkaRows:
@@ -113,14 +141,39 @@ class KafkaRows:
         self.producer = producer
         self.topic = topic
 
-    async def send(self, table: str, rows: Sequence[Sequence[object]], key: str) -> None:
+    async def send(
+        self,
+        table: str,
+        rows: Sequence[Sequence[object]],
+        key: str,
+        *,
+        replayed: bool = False,
+        lane: int | None = None,
+    ) -> None:
+        await asyncio.gather(*await self.enqueue(table, rows, key, replayed=replayed, lane=lane))
+
+    async def enqueue(
+        self,
+        table: str,
+        rows: Sequence[Sequence[object]],
+        key: str,
+        *,
+        replayed: bool = False,
+        lane: int | None = None,
+    ) -> list[asyncio.Future[object]]:
+        """Hand the records to the producer; the futures resolve once each is
+        acknowledged. ``lane``: the records of one lane go to one partition (the lane
+        modulo the partitions), in order; without one, the key chooses."""
         if not rows:
-            return
-        futures = [
-            await self.producer.send(self.topic, value, key=key.encode())
-            for value in encode(table, rows)
+            return []
+        partition = None
+        if lane is not None:
+            partitions = sorted(await self.producer.partitions_for(self.topic))
+            partition = partitions[lane % len(partitions)]
+        return [
+            await self.producer.send(self.topic, value, key=key.encode(), partition=partition)
+            for value in encode(table, rows, replayed=replayed)
         ]
-        await asyncio.gather(*futures)
 
 
 class KafkaVisitSink:
@@ -129,11 +182,28 @@ class KafkaVisitSink:
     def __init__(self, rows: KafkaRows) -> None:
         self.rows = rows
 
-    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
-        if visits:
-            await self.rows.send(
-                "visits", visit_rows(visits, places, datetime.now(UTC)), visits[0].scan_id
-            )
+    async def insert(
+        self,
+        visits: Sequence[Visit],
+        places: dict[str, dict[str, str]],
+        again: Collection[str] = frozenset(),
+        lanes: Mapping[str, int] | None = None,
+    ) -> None:
+        """``again``: the scan IDs this worker may have sent before (marked for the sink);
+        ``lanes``: each scan's partition on ``scans`` (see
+        :class:`streams.scans.VisitSinkPort`). Every record is handed to the producer
+        before any acknowledgement is awaited."""
+        now = datetime.now(UTC)
+        groups: dict[tuple[int | None, bool], list[Visit]] = {}
+        for v in visits:
+            lane = lanes.get(v.scan_id) if lanes else None
+            groups.setdefault((lane, v.scan_id in again), []).append(v)
+        futures: list[asyncio.Future[object]] = []
+        for (lane, replayed), part in groups.items():
+            rows = visit_rows(part, places, now)
+            key = part[0].scan_id
+            futures += await self.rows.enqueue("visits", rows, key, replayed=replayed, lane=lane)
+        await asyncio.gather(*futures)
 
 
 class KafkaResidentSink:
@@ -173,3 +243,9 @@ class ClickHouseRows:
     async def insert(self, table: Table, rows: Sequence[Sequence[object]]) -> None:
         if rows:
             await asyncio.to_thread(self._insert, table, rows)
+
+    async def written(self, table: Table, rows: Sequence[Sequence[object]]) -> set[str]:
+        """The keys (``counted_by``) of ``rows`` that ClickHouse holds already."""
+        if table.name != "visits":
+            raise ValueError(f"no replay check for {table.name}")
+        return await asyncio.to_thread(self.ch.written_scans, rows)

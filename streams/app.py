@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from infra import topics
 from infra.clients import ClickHouseExposureSink, Clients
+from infra.replays import ReplayMarks
 from infra.settings import Settings
 from infra.sink import (
     ClickHouseRows,
@@ -35,6 +36,7 @@ from infra.sink import decode as decode_rows
 from streams.alerts import AlertRaiser
 from streams.cases import add_case_agent
 from streams.guard import Guard
+from streams.rows import RowWriter
 from streams.scans import RawRecord, ScanRecorder, bounded
 from streams.statuses import StatusUpdater
 from streams.tracer import Tracer
@@ -228,6 +230,9 @@ def make_app(settings: Settings, clients: Clients) -> faust.App:
         topic=scans_topic.get_topic_name(),
         dwell=lambda ts, kind: rulebook.for_(ts.date()).dwell(kind),
         join=tracer.join,
+        marks=ReplayMarks(
+            clients.redis, settings.redis_prefix, settings.app_id, scans_topic.get_topic_name()
+        ),
         # No age check against the worker's clock: the API refused stale scans when they
         # arrived, and a replay under lag must give the same answers as live (event time).
         max_age=None,
@@ -346,7 +351,7 @@ def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
 
     rows_topic = raw_topic(topics.STORE_ROWS)
     rows_name = rows_topic.get_topic_name()
-    writer = ClickHouseRows(clients.clickhouse)
+    marks = ReplayMarks(clients.redis, settings.redis_prefix, settings.sink_group, rows_name)
 
     def row_letter(item: tuple[RawRecord, Table, list[object]], reason: str) -> DeadLetter:
         rec, table, row = item
@@ -358,8 +363,7 @@ def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
             offset=rec.offset,
         )
 
-    async def insert(items: Sequence[tuple[RawRecord, Table, list[object]]]) -> None:
-        await writer.insert(items[0][1], [row for _, _, row in items])
+    rows_writer = RowWriter(ClickHouseRows(clients.clickhouse), guard, marks, row_letter)
 
     @app.agent(rows_topic, name="sink_rows")
     async def sink_rows(stream: faust.StreamT) -> None:
@@ -377,10 +381,11 @@ def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
 
     async def write_rows(records: Sequence[RawRecord]) -> None:
         by_table: dict[str, list[tuple[RawRecord, Table, list[object]]]] = {}
+        replayed: set[int] = set()  # ids of the records their worker marked as resent
         dead = []
         for rec in records:
             try:
-                table, found = decode_rows(rec.value)
+                table, found, again = decode_rows(rec.value)
             except SinkRecordError as exc:
                 dead.append(
                     DeadLetter(
@@ -393,9 +398,11 @@ def make_sink_app(settings: Settings, clients: Clients) -> faust.App:
                 )
                 continue
             by_table.setdefault(table.name, []).extend((rec, table, r) for r in found)
+            if again:
+                replayed.add(id(rec))
         await guard.bury(dead)
-        for name, items in by_table.items():
-            await guard.write_each(f"ClickHouse {name} insert", items, insert, row_letter)
+        for items in by_table.values():
+            await rows_writer.write(items, replayed)
 
     exposures_topic = raw_topic(topics.EXPOSURES)
     exposures_name = exposures_topic.get_topic_name()

@@ -11,7 +11,8 @@ dead-letter topic with the reason; good items around them are processed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -42,7 +43,51 @@ class PlacesPort(Protocol):
 
 
 class VisitSinkPort(Protocol):
-    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None: ...
+    async def insert(
+        self,
+        visits: Sequence[Visit],
+        places: dict[str, dict[str, str]],
+        again: Collection[str] = frozenset(),
+        lanes: Mapping[str, int] | None = None,
+    ) -> None:
+        """``again``: scan IDs possibly written before (only what is missing is kept);
+        ``lanes``: each scan's partition on ``scans``, whose rows keep one order (so a
+        resend never overtakes the first send)."""
+
+
+class ReplayMarksPort(Protocol):
+    async def advance(self, highest: Mapping[int, int]) -> dict[int, int]: ...
+
+
+_warned_at = float("-inf")
+
+
+async def maybe_written(marks: ReplayMarksPort | None, records: Sequence[RawRecord]) -> list[bool]:
+    """Per record, whether an earlier delivery may have written it already: at or below
+    its partition's replay mark as the mark stood before this batch (infra/replays.py).
+    Raises the marks past the batch, so call it before the batch's first write. Without
+    marks every record is new; when the marks do not answer, every record counts as
+    possibly written (a check costs a query; a count made twice is wrong)."""
+    if marks is None or not records:
+        return [False] * len(records)
+    highest: dict[int, int] = {}
+    for rec in records:
+        if rec.partition is not None and rec.offset is not None:
+            highest[rec.partition] = max(highest.get(rec.partition, -1), rec.offset)
+    try:
+        before = await marks.advance(highest)
+    except Exception as exc:
+        global _warned_at
+        if time.monotonic() - _warned_at > 10:  # once in a while, not once a batch
+            _warned_at = time.monotonic()
+            log.warning("replay marks unavailable (%s): batches are checked as replays", exc)
+        return [True] * len(records)
+    return [
+        rec.partition is not None
+        and rec.offset is not None
+        and rec.offset <= before.get(rec.partition, -1)
+        for rec in records
+    ]
 
 
 def bounded(records: Sequence[RawRecord], max_bytes: int) -> Iterator[list[RawRecord]]:
@@ -74,8 +119,10 @@ def decode_scans(
     topic: str,
     now: datetime,
     max_age: timedelta | None = MAX_SCAN_AGE,
+    origins: list[RawRecord] | None = None,
 ) -> tuple[list[ScanRecorded], list[DeadLetter]]:
-    """Parse raw records into scans; everything unusable becomes a dead letter with a reason."""
+    """Parse raw records into scans; everything unusable becomes a dead letter with a reason.
+    ``origins``, when given, receives each scan's record (in the same order)."""
     scans: list[ScanRecorded] = []
     dead: list[DeadLetter] = []
 
@@ -108,6 +155,8 @@ def decode_scans(
                 bury("; ".join(errors), item, rec)
             else:
                 scans.append(scan)
+                if origins is not None:
+                    origins.append(rec)
     return scans, dead
 
 
@@ -127,6 +176,7 @@ class ScanRecorder:
         max_age: timedelta | None = MAX_SCAN_AGE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         join: Callable[[Sequence[Visit]], Awaitable[object]] | None = None,
+        marks: ReplayMarksPort | None = None,
     ) -> None:
         self.index = index
         self.sink = sink
@@ -138,19 +188,31 @@ class ScanRecorder:
         self.max_age = max_age
         self.clock = clock
         self.join = join
+        self.marks = marks
+
+    async def _maybe_sent(
+        self, records: Sequence[RawRecord], origin: Mapping[str, RawRecord]
+    ) -> set[str]:
+        """The scan IDs whose records may have reached the sink before."""
+        flags = await maybe_written(self.marks, records)
+        suspect = {id(rec) for rec, f in zip(records, flags, strict=True) if f}
+        return {scan_id for scan_id, rec in origin.items() if id(rec) in suspect}
 
     def _letter(self, item: tuple[ScanRecorded, Visit], reason: str) -> DeadLetter:
         return DeadLetter(topic=self.topic, reason=reason, payload=item[0].model_dump_json())
 
     async def record(self, records: Sequence[RawRecord]) -> BatchResult:
         """Every record ends written or dead-lettered before this returns (see Guard)."""
-        scans, dead = decode_scans(records, self.topic, self.clock(), self.max_age)
+        origins: list[RawRecord] = []
+        scans, dead = decode_scans(records, self.topic, self.clock(), self.max_age, origins)
         result = BatchResult(dead=dead)
         await self.guard.bury(dead)
         # Drop duplicates inside the batch, then those recorded before (replays, re-sends).
         unique: dict[str, ScanRecorded] = {}
-        for s in scans:
+        origin: dict[str, RawRecord] = {}
+        for s, rec in zip(scans, origins, strict=True):
             unique.setdefault(s.scan_id, s)
+            origin.setdefault(s.scan_id, rec)
         try:
             flags = await self.guard.retry("dedup lookup", lambda: self.index.unseen(list(unique)))
         except Exception:  # a refused lookup: write them all, the writes are idempotent
@@ -185,13 +247,24 @@ class ScanRecorder:
             return [v for _, v in items]
 
         # Sink first, index (which marks scans seen) last: a crash in between replays the
-        # batch, and both writes are idempotent by scan_id.
-        written = await self.guard.write_each(
-            "ClickHouse insert",
-            pairs,
-            lambda items: self.sink.insert(visits(items), places),
-            self._letter,
-        )
+        # batch, and both writes are idempotent by scan_id. The sink is told which scans
+        # may have been sent already (by this worker or the one before it on these
+        # partitions, or by a try that failed after part of it was sent), so the
+        # dashboard's insert-time counts take them once; and each scans partition's rows
+        # keep a lane of their own, so a resend arrives after what it repeats.
+        again = await self._maybe_sent(records, origin) if pairs else set()
+        lanes = {
+            scan_id: rec.partition for scan_id, rec in origin.items() if rec.partition is not None
+        }
+        tried: set[str] = set()
+
+        async def sink(items: Sequence[tuple[ScanRecorded, Visit]]) -> None:
+            try:
+                await self.sink.insert(visits(items), places, again | tried, lanes)
+            finally:
+                tried.update(s.scan_id for s, _ in items)
+
+        written = await self.guard.write_each("ClickHouse insert", pairs, sink, self._letter)
         indexed = await self.guard.write_each(
             "Redis index", written, lambda items: self.index.add(visits(items)), self._letter
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -69,11 +69,19 @@ class MemorySink:
         refuse: Callable[[Sequence[Visit]], str | None] = lambda visits: None,
     ) -> None:
         self.rows: list[Visit] = []
+        self.resent: list[str] = []  # rows sent marked as possibly sent before
+        self.lanes: list[tuple[str, int | None]] = []  # (scan ID, lane) of each row
         self.fail_times = fail_times
         self.faults = faults
         self.refuse = refuse
 
-    async def insert(self, visits: Sequence[Visit], places: dict[str, dict[str, str]]) -> None:
+    async def insert(
+        self,
+        visits: Sequence[Visit],
+        places: dict[str, dict[str, str]],
+        again: Collection[str] = frozenset(),
+        lanes: Mapping[str, int] | None = None,
+    ) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise ConnectionError("ClickHouse is down")
@@ -82,11 +90,28 @@ class MemorySink:
         if reason:
             raise ValueError(reason)
         self.rows.extend(visits)
+        self.resent.extend(v.scan_id for v in visits if v.scan_id in again)
+        self.lanes.extend((v.scan_id, (lanes or {}).get(v.scan_id)) for v in visits)
         self.faults.check("sink", "after")
 
     @property
     def distinct(self) -> int:
         return len({v.scan_id for v in self.rows})
+
+
+class MemoryMarks:
+    """Replay marks (infra/replays.py) in a dict."""
+
+    def __init__(self, faults: Faults = NO_FAULTS) -> None:
+        self.marks: dict[int, int] = {}
+        self.faults = faults
+
+    async def advance(self, highest: Mapping[int, int]) -> dict[int, int]:
+        self.faults.check("marks", "before")
+        before = {p: self.marks.get(p, -1) for p in highest}
+        for p, offset in highest.items():
+            self.marks[p] = max(self.marks.get(p, -1), offset)
+        return before
 
 
 class MemoryPlaces:

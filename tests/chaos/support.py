@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -283,6 +284,31 @@ def stored(platform: Platform, scan_ids: Iterable[str] | None = None) -> Stored:
         Counter({(str(r), str(k), str(t)): int(n) for r, k, t, n in exposures}),  # type: ignore[call-overload]
         Counter({(str(r), str(k)): int(n) for r, k, n in exposure_rows}),  # type: ignore[call-overload]
     )
+
+
+def hourly_counts(platform: Platform) -> tuple[int, int]:
+    """The visits the dashboard's insert-time views counted: (by hour and district, by
+    hour and checkpoint). Exact only if no replay reached them twice."""
+    by_district, by_checkpoint = clickhouse(
+        platform,
+        "SELECT sum(scans) FROM {db}.scans_hourly",
+        "SELECT sum(visits) FROM {db}.checkpoint_visits_hourly",
+    )
+    return int(by_district[0][0]), int(by_checkpoint[0][0])  # type: ignore[call-overload]
+
+
+def resends_skipped(platform: Platform) -> int:
+    """Replayed visit rows the sink found written before and skipped (from the logs)."""
+    logs = [platform.log, *(platform.settings.data_dir / "logs").glob("*.log")]
+    return sum(
+        int(m.group(1))
+        for log in logs
+        if log.exists()
+        for m in _SKIPPED.finditer(log.read_text("utf-8", "replace"))
+    )
+
+
+_SKIPPED = re.compile(r"(\d+) replayed visits rows written before")
 
 
 @dataclass(frozen=True)

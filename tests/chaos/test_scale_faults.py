@@ -28,7 +28,17 @@ from infra.redis_store import VisitIndex, make_redis
 from infra.settings import Settings
 from tests.chaos import scenario as sc
 from tests.chaos.report import Outcome, record
-from tests.chaos.support import alive, indexed, once, roles, statuses, stored, wait_for
+from tests.chaos.support import (
+    alive,
+    hourly_counts,
+    indexed,
+    once,
+    resends_skipped,
+    roles,
+    statuses,
+    stored,
+    wait_for,
+)
 from tests.integration.conftest import Platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -182,6 +192,8 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         index = indexed(platform.settings)
         platform.stop()
         ch = stored(platform, scan_ids)
+        hourly = hourly_counts(platform)
+        skipped = resends_skipped(platform)
 
         v_missing, v_dup, v_extra = once(scan_ids, ch.visits)
         p_missing, p_dup, _ = once(scan_ids, index.by_person)
@@ -196,10 +208,13 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
                 v_dup + p_dup + c_dup + exposure_dups,
                 recovery,
                 f"{len(scans):,} scans and an F0 report; killed after {killed_after:,} scans; "
-                f"recovery: kill → every scan in Redis and ClickHouse; {replayed:,} rows "
-                "written again by the replay, collapsed by scan ID",
+                f"recovery: kill → every scan in Redis and ClickHouse; {skipped:,} rows "
+                f"sent again by the replay found written and skipped, {replayed:,} written "
+                "twice; the hourly views counted each scan once",
             )
         )
+        assert hourly == (len(scans), len(scans)), hourly
+        assert replayed == 0, f"{replayed} rows written twice"
         assert len(replaced) == 2
         assert stats["scans_processed"] == len(scans), stats
         assert stats["visits_total"] == len(scans), stats
@@ -285,5 +300,69 @@ def test_the_clickhouse_sink_stopped_for_a_minute_under_load(
         if platform.proc is not None:
             with contextlib.suppress(OSError):
                 os.kill(platform.pid_of("store"), signal.SIGCONT)
+        platform.stop()
+        platform.sign_out()
+
+
+def test_the_store_process_killed_under_load_counts_every_scan_once(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    """The store's process SIGKILLed under ~1,000 scans/s: on one machine it holds the
+    ClickHouse sink and the agents, so both stop between a write and its offset commit.
+    The supervisor starts it again; what it had written is delivered again (to the agents
+    and to the sink), and the replay marks keep every scan once in the table and in the
+    dashboard's insert-time hourly views."""
+    scans = sc.bulk_scans(30_000, "store-kill", seed=17)
+    scan_ids = [str(s["scan_id"]) for s in scans]
+    platform = Platform(base_settings, tmp_path / "dancu")
+    try:
+        prepare(platform, tmp_path)
+        sender = Sender(platform, scans, batch=250)
+        sender.pace = 0.25
+        sender.start()
+        wait_for(lambda: processed(platform.settings), lambda n: n >= 8_000, 180, "8k scans")
+        victim = platform.pid_of("store")
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        killed_after = processed(platform.settings)
+        wait_for(
+            lambda: platform.pid_of("store"),
+            lambda pid: pid != victim and alive(pid),
+            60,
+            "the store's process started again",
+        )
+        sender.join(600)
+        stats = platform.wait_processed(len(scans), timeout=600)
+        recovery = time.monotonic() - killed_at
+        index = indexed(platform.settings)
+        platform.stop()
+        ch = stored(platform, scan_ids)
+        hourly = hourly_counts(platform)
+        skipped = resends_skipped(platform)
+
+        v_missing, v_dup, v_extra = once(scan_ids, ch.visits)
+        p_missing, p_dup, _ = once(scan_ids, index.by_person)
+        c_missing, c_dup, _ = once(scan_ids, index.by_checkpoint)
+        replayed = sum(ch.visit_rows.values()) - len(ch.visit_rows)
+        record(
+            Outcome(
+                "the store's process (sink and agents) SIGKILLed under load",
+                len(scans),
+                v_missing + p_missing + c_missing,
+                v_dup + p_dup + c_dup + max(0, hourly[0] - len(scans)),
+                recovery,
+                f"killed after {killed_after:,} scans, the supervisor started it again; "
+                f"{skipped:,} rows sent or read again found written and skipped, "
+                f"{replayed:,} written twice; the hourly views counted {hourly[0]:,} "
+                "visits; recovery: kill → every scan in Redis and ClickHouse",
+            )
+        )
+        assert sender.acknowledged == len(scans)
+        assert stats["visits_total"] == len(scans), stats
+        assert (v_missing, v_dup, v_extra) == (0, 0, 0)
+        assert (p_missing, p_dup, c_missing, c_dup) == (0, 0, 0, 0)
+        assert hourly == (len(scans), len(scans)), hourly
+        assert replayed == 0, f"{replayed} rows written twice"
+    finally:
         platform.stop()
         platform.sign_out()

@@ -10,13 +10,20 @@ from infra.faults import AgentHealth
 from registry.pseudonym import Pseudonymizer
 from streams.guard import Guard
 from streams.scans import RawRecord, ScanRecorder, bounded
-from tests.fakes import Faults, MemoryDeadLetters, MemoryIndex, MemoryPlaces, MemorySink
+from tests.fakes import (
+    Faults,
+    MemoryDeadLetters,
+    MemoryIndex,
+    MemoryMarks,
+    MemoryPlaces,
+    MemorySink,
+)
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 def recorder(
-    sink: MemorySink | None = None, faults: Faults | None = None
+    sink: MemorySink | None = None, faults: Faults | None = None, marks: MemoryMarks | None = None
 ) -> tuple[ScanRecorder, MemoryIndex, MemorySink, MemoryDeadLetters]:
     faults = faults or Faults()
     index, dead = MemoryIndex(faults), MemoryDeadLetters(faults)
@@ -29,6 +36,7 @@ def recorder(
         pseudonymize=Pseudonymizer(b"k" * 32),
         topic="scans",
         clock=lambda: NOW,
+        marks=marks,
     )
     return r, index, sink, dead
 
@@ -110,9 +118,9 @@ async def test_health_reports_a_step_while_it_is_failing() -> None:
     seen: list[dict[str, object]] = []
 
     class Watching(MemorySink):
-        async def insert(self, visits, places):  # type: ignore[no-untyped-def]
+        async def insert(self, visits, places, again=frozenset(), lanes=None):  # type: ignore[no-untyped-def]
             seen.append(dict(health.report()))
-            await super().insert(visits, places)
+            await super().insert(visits, places, again, lanes)
 
     sink = Watching(faults=faults)
     r, _, _, _dead = recorder(sink=sink, faults=faults)
@@ -191,3 +199,61 @@ async def test_stopping_while_a_store_is_away_abandons_instead_of_acknowledging(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert abandoned == ["ClickHouse insert"] and sink.rows == []
+
+
+class Crash(BaseException):
+    """The process killed mid-batch (nothing after it runs)."""
+
+
+def at(partition: int, first: int, recs: list[RawRecord]) -> list[RawRecord]:
+    return [RawRecord(r.value, partition, first + i) for i, r in enumerate(recs)]
+
+
+async def test_a_batch_replayed_after_a_crash_tells_the_sink_what_it_may_have_sent() -> None:
+    faults = Faults()
+    r, index, sink, _ = recorder(faults=faults, marks=MemoryMarks())
+    await r.record(at(0, 0, records(10)))
+    await r.record(at(1, 0, records(10, start=100)))
+    assert sink.resent == []  # nothing replayed: nothing marked
+    # Killed after the sink took s10..s19 and before the index (and the offset commit).
+    faults.plan("index", "before", Crash())
+    with pytest.raises(Crash):
+        await r.record(at(0, 10, records(10, start=10)))
+    # Started again: the uncommitted records come back, with new ones after them, and
+    # another partition's new records in the same batch.
+    result = await r.record(
+        at(0, 10, records(10, start=10))
+        + at(0, 20, records(5, start=20))
+        + at(1, 10, records(5, start=110))
+    )
+    assert result.recorded == 20 and len(index.visits) == 40
+    assert sorted(sink.resent) == sorted(f"s{i}" for i in range(10, 20))
+    # Each partition's rows in a lane of their own: a resend follows what it repeats.
+    lanes = dict(sink.lanes)
+    assert {lanes[f"s{i}"] for i in range(25)} == {0}
+    assert {lanes[f"s{i}"] for i in range(100, 115)} == {1}
+    # Past the replay, nothing is marked again.
+    await r.record(at(0, 25, records(5, start=25)))
+    assert len(sink.resent) == 10
+
+
+async def test_without_replay_marks_every_scan_is_sent_as_possibly_sent_before() -> None:
+    faults = Faults()
+    faults.plan("marks", "before", ConnectionError("Redis unreachable"))
+    r, _, sink, _ = recorder(faults=faults, marks=MemoryMarks(faults))
+    result = await r.record(at(0, 0, records(8)))
+    assert result.recorded == 8 and sorted(sink.resent) == sorted(f"s{i}" for i in range(8))
+    await r.record(at(0, 8, records(8, start=8)))  # the marks answer again
+    assert len(sink.resent) == 8
+
+
+async def test_a_try_that_may_have_been_sent_goes_again_marked() -> None:
+    """The sink's reply lost (the records sent, the acknowledgement not seen): the retry
+    says these rows may be there already."""
+    faults = Faults()
+    faults.plan("sink", "after", ConnectionError("connection reset"))
+    r, index, sink, _ = recorder(faults=faults, marks=MemoryMarks())
+    result = await r.record(at(0, 0, records(5)))
+    assert result.recorded == 5 and len(index.visits) == 5
+    assert len(sink.rows) == 10  # sent twice...
+    assert sorted(sink.resent) == sorted(f"s{i}" for i in range(5))  # ...the second marked

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from infra.sink import RECORD_BYTES, SinkRecordError, decode, encode
+from infra.sink import RECORD_BYTES, TABLES, SinkRecordError, decode, encode
 
 T = datetime(2021, 8, 1, 9, 30, tzinfo=UTC)
 
@@ -19,9 +19,16 @@ def visit(i: int) -> list[object]:
 
 def test_rows_round_trip_with_their_times() -> None:
     [record] = encode("visits", [visit(1), visit(2)])
-    table, rows = decode(record)
-    assert table.name == "visits"
+    table, rows, replayed = decode(record)
+    assert table.name == "visits" and table.counted_by == "scan_id"
     assert rows == [visit(1), visit(2)]
+    assert not replayed
+
+
+def test_a_worker_marks_rows_it_may_have_sent_before() -> None:
+    [record] = encode("visits", [visit(1)], replayed=True)
+    assert decode(record) == (decode(encode("visits", [visit(1)])[0]).table, [visit(1)], True)
+    assert not TABLES["residents"].counted_by and not TABLES["health_records"].counted_by
 
 
 def test_large_batches_are_split_under_the_record_bound() -> None:
@@ -41,6 +48,7 @@ def test_large_batches_are_split_under_the_record_bound() -> None:
         (orjson.dumps({"table": "visits", "columns": ["scan_id"], "rows": []}), "do not match"),
         (encode("visits", [visit(1)])[0].replace(b'"rows":[', b'"rows":[[1],'), "9 values"),
         (encode("visits", [visit(1)])[0].replace(b"2021-08-01T09:30:00+00:00", b"soon"), "ISO"),
+        (encode("visits", [visit(1)], replayed=True)[0].replace(b"true", b'"yes"'), "replayed"),
     ],
 )
 def test_what_cannot_be_written_is_refused_by_name(value: bytes, reason: str) -> None:
