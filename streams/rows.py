@@ -71,7 +71,7 @@ class RowWriter:
         async def insert(part: Sequence[Item]) -> None:
             rows = [row for _, _, row in part]
             if tried and any(str(row[key]) in tried for row in rows):
-                held = await self.store.written(table, rows)  # a try before may have landed
+                held = await self._held(table, rows)  # a try before may have landed
                 rows = [row for row in rows if str(row[key]) not in held]
             try:
                 if rows:
@@ -81,6 +81,17 @@ class RowWriter:
 
         await self.guard.write_each(step, fresh, insert, self.letter)
 
+    async def _held(self, table: Table, rows: Sequence[Sequence[object]]) -> set[str]:
+        """Of a retried insert: the rows the store holds. A check refused for good (not a
+        store away) must not refuse the rows: they are written unchecked."""
+        try:
+            return await self.store.written(table, rows)
+        except Exception as exc:
+            if self.guard.transient(exc):
+                raise  # the insert's retry waits for the store
+            log.exception("replay check refused; %d rows written unchecked", len(rows))
+            return set()
+
     async def _insert(self, part: Sequence[Item]) -> None:
         await self.store.insert(part[0][1], [row for _, _, row in part])
 
@@ -88,11 +99,13 @@ class RowWriter:
         self, table: Table, key: int, items: Sequence[Item], replayed: set[int]
     ) -> list[Item]:
         """One row per key, without those of possible replays that the store holds."""
+        # Every record of the batch raises the marks, also one whose rows all repeat keys
+        # seen before in it (after a crash the batch may be cut elsewhere).
+        records = list({id(rec): rec for rec, _, _ in items}.values())
+        flags = await maybe_written(self.marks, records)
         unique: dict[str, Item] = {}
         for item in items:
             unique.setdefault(str(item[2][key]), item)
-        records = list({id(rec): rec for rec, _, _ in unique.values()}.values())
-        flags = await maybe_written(self.marks, records)
         suspect = {id(rec) for rec, f in zip(records, flags, strict=True) if f} | replayed
         check = [row for rec, _, row in unique.values() if id(rec) in suspect]
         held: set[str] = set()
@@ -107,6 +120,9 @@ class RowWriter:
         fresh = [it for k, it in unique.items() if not (id(it[0]) in suspect and k in held)]
         if len(fresh) < len(items):  # rare (after a crash), and worth an operator's eye
             log.warning(
-                "%d replayed %s rows written before, not again", len(items) - len(fresh), table.name
+                "%d replayed %s rows written before, not again (%d of them twice in the batch)",
+                len(items) - len(fresh),
+                table.name,
+                len(items) - len(unique),
             )
         return fresh

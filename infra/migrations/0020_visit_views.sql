@@ -3,10 +3,11 @@
 -- district, and by hour and checkpoint (its name and district are the registered ones,
 -- joined when read). Sums, so parts merge to one row per key.
 --
--- Counts are of the visits ClickHouse received. The scan recorder drops re-sent and
--- replayed scans before the insert (its Redis dedup), so only a crash between the
--- ClickHouse insert and the index write can count one batch twice; the raw ``visits``
--- table (ReplacingMergeTree) stays exact and the backfill below reads it with FINAL.
+-- Counts are of the visits ClickHouse received, so each must be inserted once: the scan
+-- recorder drops re-sent scans before the insert (its Redis dedup), and rows that a crash
+-- makes a worker or the sink write again are checked first (the replay marks,
+-- infra/replays.py and streams/rows.py). The raw ``visits`` table (ReplacingMergeTree)
+-- stays exact whatever happens, and the backfill below reads it with FINAL.
 CREATE TABLE IF NOT EXISTS {db}.scans_hourly
 (
     hour      DateTime('UTC'),

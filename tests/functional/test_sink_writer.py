@@ -129,6 +129,21 @@ async def test_a_refused_check_writes_the_rows_anyway() -> None:
     assert store.keys() == ["s1"]
 
 
+async def test_a_retry_whose_check_is_refused_writes_the_rows_not_dead_letters() -> None:
+    faults = Faults()
+    faults.plan("insert", "before", ConnectionError("ClickHouse away"))
+    faults.plan("written", "before", ValueError("Code: 62. Max query size exceeded"), times=10)
+    w, store, _ = writer(faults)
+    await w.write(items(RawRecord(b"", 0, 0), "s1", "s2"), set())
+    assert store.keys() == ["s1", "s2"]
+
+
+async def test_a_record_of_repeated_rows_still_raises_the_mark() -> None:
+    w, _, marks = writer()
+    await w.write([*items(RawRecord(b"", 0, 10), "s1"), *items(RawRecord(b"", 0, 11), "s1")], set())
+    assert marks.marks == {0: 11}
+
+
 @pytest.mark.parametrize("replayed", [False, True])
 async def test_tables_without_insert_time_views_take_rows_as_they_come(replayed: bool) -> None:
     w, store, marks = writer()
