@@ -40,7 +40,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ from infra.redis_store import (  # noqa: E402
     make_redis,
 )
 from infra.residents import ClickHouseRegistry, ResidentStore  # noqa: E402
-from infra.services import REDIS_MEMORY_ARGS  # noqa: E402
+from infra.services import REDIS_MEMORY_ARGS, free_ports  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.sink import encode  # noqa: E402
 from registry.cards import load_rulebook  # noqa: E402
@@ -91,9 +90,7 @@ def say(label: str, value: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class PrivateRedis:

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from infra.services import (
     ServiceStatus,
     _pid_alive,
     format_kafka_storage,
+    free_ports,
     kafka_java,
     kafka_properties,
     live_pid,
@@ -83,20 +83,6 @@ class KafkaNode:
 
     def pid(self) -> int | None:
         return live_pid(self.pidfile)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free right now (held open together while chosen)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class KafkaCluster:

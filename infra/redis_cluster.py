@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from infra import services
 from infra.services import (
     REDIS_MEMORY_ARGS,
     ClusterService,
@@ -27,6 +28,7 @@ from infra.services import (
     ServiceStatus,
     _apt_install,
     _pid_alive,
+    ephemeral_floor,
     live_pid,
     port_open,
 )
@@ -36,15 +38,11 @@ MASTERS = 3
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` ports free now whose cluster-bus ports (+10000) are free too."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + 10000 < 65536 and not port_open(port + 10000) and port not in ports:
-            ports.append(port)
-    return ports
+    """``n`` ports free now whose cluster-bus ports (+10000) are free too, all of them
+    below the kernel's ephemeral range (see :func:`infra.services.free_ports`)."""
+    return services.free_ports(
+        n, low=20_000, high=ephemeral_floor() - 10_000, ok=lambda p: not port_open(p + 10_000)
+    )
 
 
 def _ask(port: int, *command: str, timeout: float = 2.0) -> str:

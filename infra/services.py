@@ -7,12 +7,14 @@ ClickHouse needs no service in the embedded default: chDB runs inside the owning
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,6 +50,47 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
             return True
     except OSError:
         return False
+
+
+def ephemeral_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(
+    n: int, low: int = 20_000, high: int | None = None, ok: Callable[[int], bool] | None = None
+) -> list[int]:
+    """``n`` distinct ports free right now (held open together while chosen), between
+    ``low`` and ``high`` (default: the kernel's ephemeral range, which they stay below: no
+    outgoing connection on this machine can take one before its server binds it, or while
+    its server restarts). ``ok``: a further condition on a port."""
+    high = high if high is not None else ephemeral_floor()
+    pick = random.SystemRandom()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(20 * n + 200):
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            port = pick.randrange(low, high) if high > low else 0
+            taken = {x.getsockname()[1] for x in socks}
+            try:
+                if port in taken or (ok is not None and port and not ok(port)):
+                    raise OSError("not this one")
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        if len(socks) < n:
+            raise ServiceError(f"no {n} free ports between {low} and {high}")
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def live_pid(pidfile: Path) -> int | None:

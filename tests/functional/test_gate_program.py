@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from gate.sender import Sender
 from gate.sources import Frame, image_frames, video_frames
 from gate.status import serve_status
 from infra.auth import verify
+from infra.services import free_ports
 from tracing.events import validate_scan
 
 CP = "cp-gate-1"
@@ -304,9 +304,7 @@ async def test_the_status_page_shows_decisions_and_queue_depth(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def write_video(path: Path, images: list[np.ndarray], fps: float = 25.0) -> None:
