@@ -82,8 +82,8 @@ class RowWriter:
         await self.guard.write_each(step, fresh, insert, self.letter)
 
     async def _held(self, table: Table, rows: Sequence[Sequence[object]]) -> set[str]:
-        """Of a retried insert: the rows the store holds. A check refused for good (not a
-        store away) must not refuse the rows: they are written unchecked."""
+        """The rows the store holds. A check refused for good (not a store away) must not
+        refuse the rows: they are written unchecked (the table collapses them)."""
         try:
             return await self.store.written(table, rows)
         except Exception as exc:
@@ -110,13 +110,9 @@ class RowWriter:
         check = [row for rec, _, row in unique.values() if id(rec) in suspect]
         held: set[str] = set()
         if check:
-            try:
-                held = await self.guard.retry(
-                    f"ClickHouse {table.name} replay check",
-                    lambda: self.store.written(table, check),
-                )
-            except Exception:  # refused: written anyway (the table collapses them)
-                log.exception("replay check refused; %d rows written unchecked", len(check))
+            held = await self.guard.retry(
+                f"ClickHouse {table.name} replay check", lambda: self._held(table, check)
+            )
         fresh = [it for k, it in unique.items() if not (id(it[0]) in suspect and k in held)]
         if len(fresh) < len(items):  # rare (after a crash), and worth an operator's eye
             log.warning(

@@ -93,14 +93,7 @@ def test_rows_travel_pseudonymous_and_bad_ones_are_dead_lettered(
         encode("visits", [["sink-bad-1", "k", "cp", "d", "w", "yesterday", "x", "gate", "x"]])[0],
     ]
     produce(platform, [*bad, *good])
-    deadline = time.monotonic() + 120
-    stats: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        stats = platform.stats()
-        if stats["visits_total"] == len(scans) + 1 and stats["lag"] == 0:
-            break
-        time.sleep(0.5)
-    assert stats["visits_total"] == len(scans) + 1, stats
+    wait_stored(platform, len(scans) + 1)
     letters = [orjson.loads(v) for v in topic_values(platform, topics.DEAD_LETTERS, len(bad))]
     mine = [d for d in letters if d["topic"] == platform.settings.topic(topics.STORE_ROWS)]
     reasons = sorted(str(d["reason"]) for d in mine)
